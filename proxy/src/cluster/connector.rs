@@ -1,0 +1,294 @@
+//! Opens connections to one endpoint for hyper's pooled client: DNS resolution at connect time,
+//! TCP with `TCP_NODELAY`, optional TLS with SNI and ALPN, all within the cluster's connect
+//! timeout, and counted against the cluster's `max_connections`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::breaker::{CircuitBreaker, Permit};
+
+/// Why a connection to an endpoint could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cluster {cluster}: connection limit reached ({reason})")]
+    Overflow {
+        cluster: String,
+        reason: &'static str,
+    },
+    #[error("connecting to {address}: {source}")]
+    Io {
+        address: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connecting to {address}: timed out after {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("connecting to {address}: {address} does not resolve")]
+    Resolve { address: String },
+    #[error("TLS to {address}: invalid server name \"{name}\"")]
+    ServerName { address: String, name: String },
+}
+
+/// The connector of one endpoint; cheap to clone (hyper clones it per connect).
+#[derive(Clone)]
+pub struct EndpointConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster: String,
+    address: String,
+    connect_timeout: Duration,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl EndpointConnector {
+    pub fn new(
+        cluster: &str,
+        address: &str,
+        connect_timeout: Duration,
+        tls: Option<(Arc<ClientConfig>, Option<&str>)>,
+        breaker: Arc<CircuitBreaker>,
+    ) -> Result<EndpointConnector, ConnectError> {
+        let tls = match tls {
+            Some((config, sni)) => {
+                let name = sni.unwrap_or_else(|| host_of(address)).to_string();
+                let server_name =
+                    ServerName::try_from(name.clone()).map_err(|_| ConnectError::ServerName {
+                        address: address.to_string(),
+                        name,
+                    })?;
+                Some((TlsConnector::from(config), server_name))
+            }
+            None => None,
+        };
+        Ok(EndpointConnector {
+            inner: Arc::new(Inner {
+                cluster: cluster.to_string(),
+                address: address.to_string(),
+                connect_timeout,
+                tls,
+                breaker,
+            }),
+        })
+    }
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(address: &str) -> &str {
+    let host = match address.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => address,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl tower_service::Service<http::Uri> for EndpointConnector {
+    type Response = UpstreamConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    // The URI is the request's (its authority is the original Host); this connector always
+    // dials its own endpoint, which is what makes hyper's pool a per-endpoint pool.
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let permit =
+                inner
+                    .breaker
+                    .try_connection()
+                    .map_err(|overflow| ConnectError::Overflow {
+                        cluster: inner.cluster.clone(),
+                        reason: overflow.as_str(),
+                    })?;
+            let timeout = inner.connect_timeout;
+            match tokio::time::timeout(timeout, connect(&inner, permit)).await {
+                Ok(result) => result,
+                Err(_) => Err(ConnectError::Timeout {
+                    address: inner.address.clone(),
+                    timeout,
+                }),
+            }
+        })
+    }
+}
+
+async fn connect(inner: &Inner, permit: Permit) -> Result<UpstreamConn, ConnectError> {
+    let io_err = |source| ConnectError::Io {
+        address: inner.address.clone(),
+        source,
+    };
+    let mut addrs = tokio::net::lookup_host(inner.address.as_str())
+        .await
+        .map_err(io_err)?;
+    let addr = addrs.next().ok_or_else(|| ConnectError::Resolve {
+        address: inner.address.clone(),
+    })?;
+    let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+    tcp.set_nodelay(true).map_err(io_err)?;
+    let (stream, h2) = match &inner.tls {
+        Some((connector, name)) => {
+            let tls = connector.connect(name.clone(), tcp).await.map_err(io_err)?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            (Stream::Tls(Box::new(tls)), h2)
+        }
+        None => (Stream::Plain(tcp), false),
+    };
+    metrics::counter!("wasmesh_upstream_connections_total", "cluster" => inner.cluster.clone())
+        .increment(1);
+    Ok(UpstreamConn {
+        io: TokioIo::new(stream),
+        h2,
+        _permit: permit,
+    })
+}
+
+/// A connection to an endpoint; holds its `max_connections` permit until hyper drops it.
+pub struct UpstreamConn {
+    io: TokioIo<Stream>,
+    h2: bool,
+    _permit: Permit,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for UpstreamConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for UpstreamConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("example.com:443"), "example.com");
+        assert_eq!(host_of("[::1]:443"), "::1");
+        assert_eq!(host_of("10.0.0.1:80"), "10.0.0.1");
+    }
+}

@@ -1,0 +1,77 @@
+//! Active HTTP health checking: each endpoint of a cluster is probed with `GET path` every
+//! interval; `unhealthy_threshold` failures in a row mark it unhealthy, `healthy_threshold`
+//! successes in a row bring it back. Endpoints start healthy, so a fresh proxy serves at once.
+
+use std::sync::Weak;
+
+use http::Request;
+
+use super::Cluster;
+use crate::body;
+use crate::config::HealthCheck;
+
+pub(crate) fn spawn(cluster: Weak<Cluster>, hc: HealthCheck) {
+    let Some(strong) = cluster.upgrade() else {
+        return;
+    };
+    for index in 0..strong.endpoints.len() {
+        let cluster = cluster.clone();
+        let hc = hc.clone();
+        tokio::spawn(async move { check_loop(cluster, index, hc).await });
+    }
+}
+
+async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
+    let mut interval = tokio::time::interval(hc.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut successes, mut failures) = (0u32, 0u32);
+    loop {
+        interval.tick().await;
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let ok = probe(&cluster, index, &hc).await;
+        let Some(endpoint) = cluster.endpoints.get(index) else {
+            return;
+        };
+        if ok {
+            successes += 1;
+            failures = 0;
+            if !endpoint.is_healthy() && successes >= hc.healthy_threshold {
+                tracing::info!(cluster = %cluster.name, endpoint = %endpoint.address, "endpoint healthy again");
+                endpoint.set_healthy(true);
+            }
+        } else {
+            failures += 1;
+            successes = 0;
+            if endpoint.is_healthy() && failures >= hc.unhealthy_threshold {
+                tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.address, "endpoint failed health checks");
+                endpoint.set_healthy(false);
+            }
+        }
+        metrics::gauge!("wasmesh_endpoint_healthy", "cluster" => cluster.name.to_string(), "endpoint" => endpoint.address.clone())
+            .set(if endpoint.is_healthy() { 1.0 } else { 0.0 });
+    }
+}
+
+async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
+    let (Some(endpoint), Some(client)) = (cluster.endpoints.get(index), cluster.client(index))
+    else {
+        return false;
+    };
+    let uri = format!("{}://{}{}", cluster.scheme, endpoint.address, hc.path);
+    let Ok(request) = Request::get(uri)
+        .header(http::header::HOST, endpoint.address.as_str())
+        .header(http::header::USER_AGENT, "wasmesh-health-check")
+        .body(body::empty())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(hc.timeout, client.request(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status();
+            status.is_success() || status.is_redirection()
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,194 @@
+//! Upstream clusters: endpoints, their connection pools, load balancing, active health checks,
+//! passive outlier detection and circuit breaking.
+//!
+//! Each endpoint has its own pooled hyper client (idle timeout, idle cap) whose connector always
+//! dials that endpoint, so the pool is per endpoint as in Envoy. The load balancer picks among
+//! endpoints that are healthy and not ejected.
+
+pub mod breaker;
+pub mod connector;
+pub mod endpoint;
+pub mod health;
+pub mod lb;
+pub mod outlier;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::config::{self, UpstreamProtocol};
+use crate::tls::{self, TlsError};
+use breaker::CircuitBreaker;
+use connector::{ConnectError, EndpointConnector};
+use endpoint::Endpoint;
+use lb::{LoadBalancer, PickContext};
+use outlier::{Outcome, OutlierDetector};
+
+pub type HttpClient = Client<EndpointConnector, ProxyBody>;
+
+/// A cluster that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster \"{cluster}\": {source}")]
+    Tls {
+        cluster: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("cluster \"{cluster}\": {source}")]
+    Connector {
+        cluster: String,
+        #[source]
+        source: ConnectError,
+    },
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub config: config::Cluster,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    clients: Vec<HttpClient>,
+    lb: Box<dyn LoadBalancer>,
+    pub breaker: Arc<CircuitBreaker>,
+    outlier: Option<OutlierDetector>,
+    hash_header: Option<HeaderName>,
+    pub scheme: &'static str,
+}
+
+/// One endpoint chosen for one attempt.
+pub struct Upstream<'a> {
+    pub index: usize,
+    pub endpoint: &'a Arc<Endpoint>,
+    pub client: &'a HttpClient,
+}
+
+impl Cluster {
+    pub fn build(cfg: &config::Cluster) -> Result<Arc<Cluster>, ClusterError> {
+        let tls_config = match &cfg.tls {
+            Some(t) => Some(
+                tls::client::client_config(t, cfg.protocol).map_err(|source| {
+                    ClusterError::Tls {
+                        cluster: cfg.name.clone(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let breaker = Arc::new(CircuitBreaker::new(&cfg.name, &cfg.circuit_breakers));
+        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        let mut clients = Vec::with_capacity(cfg.endpoints.len());
+        for address in &cfg.endpoints {
+            let tls = tls_config
+                .as_ref()
+                .map(|c| (c.clone(), cfg.tls.as_ref().and_then(|t| t.sni.as_deref())));
+            let connector = EndpointConnector::new(
+                &cfg.name,
+                address,
+                cfg.connect_timeout,
+                tls,
+                breaker.clone(),
+            )
+            .map_err(|source| ClusterError::Connector {
+                cluster: cfg.name.clone(),
+                source,
+            })?;
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(cfg.pool.idle_timeout)
+                .pool_max_idle_per_host(cfg.pool.max_idle_per_endpoint)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(cfg.protocol == UpstreamProtocol::Http2)
+                .set_host(false)
+                .build(connector);
+            endpoints.push(Endpoint::new(&cfg.name, address));
+            clients.push(client);
+        }
+        let lb = lb::build(cfg.lb_policy, cfg.ring_hash.as_ref(), &endpoints, None);
+        let hash_header = cfg
+            .ring_hash
+            .as_ref()
+            .and_then(|r| HeaderName::from_bytes(r.header.as_bytes()).ok());
+        Ok(Arc::new(Cluster {
+            name: cfg.name.as_str().into(),
+            config: cfg.clone(),
+            endpoints,
+            clients,
+            lb,
+            breaker,
+            outlier: cfg.outlier_detection.clone().map(OutlierDetector::new),
+            hash_header,
+            scheme: if cfg.tls.is_some() { "https" } else { "http" },
+        }))
+    }
+
+    /// Picks an endpoint for a request with these headers.
+    pub fn pick(&self, headers: &HeaderMap) -> Option<Upstream<'_>> {
+        let hash = self
+            .hash_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .map(|value| lb::hash_key(value.as_bytes()));
+        let ctx = PickContext {
+            hash,
+            now: Instant::now(),
+        };
+        let chosen = self.lb.pick(&self.endpoints, &ctx)?;
+        let index = self
+            .endpoints
+            .iter()
+            .position(|e| Arc::ptr_eq(e, &chosen))?;
+        Some(Upstream {
+            index,
+            endpoint: &self.endpoints[index],
+            client: &self.clients[index],
+        })
+    }
+
+    /// Reports how an attempt on endpoint `index` went, for outlier detection.
+    pub fn observe(&self, index: usize, outcome: Outcome) {
+        if let (Some(detector), Some(endpoint)) = (&self.outlier, self.endpoints.get(index)) {
+            detector.observe(endpoint, &self.endpoints, outcome, Instant::now());
+        }
+    }
+
+    pub(crate) fn client(&self, index: usize) -> Option<&HttpClient> {
+        self.clients.get(index)
+    }
+
+    /// Starts active health checking (if configured); it stops when the cluster is dropped.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        if let Some(hc) = &self.config.health_check {
+            health::spawn(Arc::downgrade(self), hc.clone());
+        }
+    }
+
+    /// A JSON description for the admin API's `/clusters`.
+    pub fn describe(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let endpoints: Vec<_> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "address": e.address,
+                    "healthy": e.is_healthy(),
+                    "ejected": e.ejected_until().is_some_and(|t| t > now),
+                    "available": e.is_available(now),
+                    "in_flight": e.in_flight(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": &*self.name,
+            "lb_policy": self.config.lb_policy,
+            "protocol": self.config.protocol,
+            "endpoints": endpoints,
+        })
+    }
+}
