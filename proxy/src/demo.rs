@@ -1,0 +1,164 @@
+//! The built-in demo: small upstream services that describe the request they received, and the
+//! default configuration that puts the proxy in front of them. `wasmesh demo` runs both, so a
+//! fresh checkout shows a working proxy with one command; the bench and tests reuse the upstream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::body::{self, ProxyBody};
+use crate::config::{self, Config};
+
+/// Starts a demo upstream on `address` (port 0 picks one) and returns where it listens.
+///
+/// `GET /healthz` answers `ok`; any other request gets a JSON description of itself (service
+/// name, method, path, headers, body length), which is what a person trying the proxy wants to see.
+pub async fn spawn_upstream(name: &str, address: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let name: Arc<str> = name.into();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let name = name.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| respond(name.clone(), bound, req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn respond(
+    name: Arc<str>,
+    instance: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.uri().path() == "/healthz" {
+        return Ok(Response::new(body::full("ok\n")));
+    }
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let body_len = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(_) => {
+            let mut r = Response::new(body::full("bad body\n"));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(r);
+        }
+    };
+    let description = serde_json::json!({
+        "service": &*name,
+        "instance": instance.to_string(),
+        "method": method,
+        "path": path,
+        "version": version,
+        "headers": headers,
+        "body_bytes": body_len,
+    });
+    let mut response = Response::new(body::full(
+        serde_json::to_vec_pretty(&description).unwrap_or_default(),
+    ));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        "x-demo-instance",
+        header::HeaderValue::from_str(&instance.to_string())
+            .unwrap_or(header::HeaderValue::from_static("?")),
+    );
+    Ok(response)
+}
+
+/// The demo's configuration: one listener, one route table, one round-robin cluster over the
+/// demo upstreams with active health checks and outlier detection.
+pub fn config(
+    listen: &str,
+    admin: &str,
+    upstreams: &[SocketAddr],
+) -> Result<Config, config::ConfigErrors> {
+    let yaml = format!(
+        r#"
+listeners:
+  - name: demo
+    address: "{listen}"
+    route_config: demo
+routes:
+  - name: demo
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: default
+            match: {{ prefix: "/" }}
+            cluster: demo
+            timeout: 5s
+            retry_policy:
+              retry_on: [connect-failure, gateway-error]
+              num_retries: 2
+clusters:
+  - name: demo
+    endpoints: [{endpoints}]
+    lb_policy: round_robin
+    health_check:
+      path: /healthz
+      interval: 2s
+    outlier_detection:
+      consecutive_5xx: 3
+admin:
+  address: "{admin}"
+"#,
+        endpoints = upstreams
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // `--listen`/`--admin` come from the command line, so they are checked like any file.
+    config::load_str(&yaml, "<demo>")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_config_is_valid() {
+        let upstreams = ["127.0.0.1:1".parse().expect("addr")];
+        let yaml_config =
+            super::config("127.0.0.1:8080", "127.0.0.1:9901", &upstreams).expect("valid");
+        assert_eq!(yaml_config.listeners.len(), 1);
+        assert_eq!(
+            yaml_config.clusters[0].endpoints,
+            vec!["127.0.0.1:1".to_string()]
+        );
+    }
+}

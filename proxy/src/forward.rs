@@ -1,0 +1,779 @@
+//! The forwarding path: one downstream request in, one response out.
+//!
+//! Route → cluster → endpoint, with the request's headers made fit for the next hop (hop-by-hop
+//! headers stripped, `x-forwarded-*` and `x-request-id` added), circuit breakers checked, the
+//! per-route timeout and retry policy applied, outcomes fed to outlier detection, and the
+//! response streamed back. `Upgrade` requests (WebSocket) are spliced byte for byte after a 101.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+
+use crate::body::{self, ProxyBody};
+use crate::cluster::Cluster;
+use crate::cluster::breaker::Permit;
+use crate::cluster::endpoint::InFlight;
+use crate::cluster::outlier::Outcome;
+use crate::config::{RetryOn, RetryPolicy};
+use crate::server::Snapshot;
+use crate::tls::identity::TlsInfo;
+
+/// Bodies up to this size are kept so that a failed attempt can be retried.
+const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// What a listener contributes to each of its requests.
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub route_config: String,
+    pub forward_client_cert: bool,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub requests: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a downstream connection contributes to each of its requests.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// Handles one request; never fails, errors become local replies.
+pub async fn handle(
+    listener: Arc<ListenerContext>,
+    conn: Arc<ConnectionInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    // A request keeps the snapshot it started with, whatever reloads happen meanwhile.
+    let snapshot = listener.snapshot.load_full();
+    let (route_name, response) = match listener.requests.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let (route, mut response) = route_and_forward(&listener, &snapshot, &conn, req).await;
+            // The listener's in-flight slot is held until the response body is done.
+            response = hold_until_done(response, Box::new(permit));
+            (route, response)
+        }
+        Err(_) => (Arc::from("-"), overloaded("listener_max_requests")),
+    };
+    let code = response.status().as_u16();
+    metrics::counter!("wasmesh_requests_total",
+        "listener" => listener.name.to_string(),
+        "route" => route_name.to_string(),
+        "code" => code.to_string())
+    .increment(1);
+    metrics::histogram!("wasmesh_request_duration_seconds",
+        "listener" => listener.name.to_string(),
+        "route" => route_name.to_string())
+    .record(start.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+async fn route_and_forward(
+    listener: &ListenerContext,
+    snapshot: &Snapshot,
+    conn: &ConnectionInfo,
+    mut req: Request<Incoming>,
+) -> (Arc<str>, Response<ProxyBody>) {
+    let no_route: Arc<str> = Arc::from("-");
+    let Some(table) = snapshot.route_tables.get(&listener.route_config) else {
+        return (
+            no_route,
+            local_reply(StatusCode::NOT_FOUND, "no route configuration"),
+        );
+    };
+    let authority = request_authority(&req);
+    let Some(route) = table.select(&authority, req.uri().path(), req.headers()) else {
+        return (
+            no_route,
+            local_reply(StatusCode::NOT_FOUND, "no route matched"),
+        );
+    };
+    let route_name = route.name.clone();
+    let cluster_name = route.action.pick_cluster();
+    let Some(cluster) = snapshot.clusters.get(&**cluster_name) else {
+        return (
+            route_name,
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found"),
+        );
+    };
+
+    let upgrade = is_upgrade(&req);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
+
+    let policy = route.retry.as_ref();
+    let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
+        Ok(body) => body,
+        Err(status) => return (route_name, local_reply(status, "request body")),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let request = Outgoing {
+        method: parts.method,
+        authority,
+        path,
+        headers: parts.headers,
+    };
+    let (response, upstream_upgrade) = tokio::time::timeout(
+        route.timeout,
+        send_with_retries(cluster, &request, body, policy, route.timeout),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        (
+            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+            None,
+        )
+    });
+    if let (Some(downstream), Some(upstream)) = (downstream_upgrade, upstream_upgrade) {
+        splice_upgrade(downstream, upstream);
+    }
+    (route_name, response)
+}
+
+/// The request as it will be sent upstream, reusable across attempts.
+struct Outgoing {
+    method: Method,
+    authority: String,
+    path: String,
+    headers: HeaderMap,
+}
+
+/// A request body that can be replayed (empty or buffered) or only streamed once.
+enum RequestBody {
+    Replayable(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+impl RequestBody {
+    async fn new(
+        incoming: Incoming,
+        headers: &HeaderMap,
+        want_replay: bool,
+    ) -> Result<RequestBody, StatusCode> {
+        if incoming.is_end_stream() {
+            return Ok(RequestBody::Replayable(Bytes::new()));
+        }
+        let small = incoming
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
+        // Trailers must survive the trip, so a body that may carry them is never buffered.
+        let may_have_trailers =
+            headers.contains_key(header::TE) || headers.contains_key(header::TRAILER);
+        if want_replay && small && !may_have_trailers {
+            let collected = Limited::new(incoming, RETRY_BUFFER_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|_| StatusCode::BAD_REQUEST)?;
+            return Ok(RequestBody::Replayable(collected.to_bytes()));
+        }
+        Ok(RequestBody::Streaming(Some(incoming)))
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+
+    /// The body for the next attempt, or `None` if a streamed body was already sent.
+    fn take(&mut self) -> Option<ProxyBody> {
+        match self {
+            RequestBody::Replayable(bytes) if bytes.is_empty() => Some(body::empty()),
+            RequestBody::Replayable(bytes) => Some(body::full(bytes.clone())),
+            RequestBody::Streaming(incoming) => incoming.take().map(body::incoming),
+        }
+    }
+}
+
+async fn send_with_retries(
+    cluster: &Arc<Cluster>,
+    request: &Outgoing,
+    mut body: RequestBody,
+    policy: Option<&RetryPolicy>,
+    route_timeout: Duration,
+) -> (Response<ProxyBody>, Option<hyper::upgrade::OnUpgrade>) {
+    let request_permit = match cluster.breaker.try_request() {
+        Ok(permit) => permit,
+        Err(overflow) => return (overloaded(overflow.as_str()), None),
+    };
+    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
+    let per_try = policy
+        .and_then(|p| p.per_try_timeout)
+        .unwrap_or(route_timeout);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let _retry_permit = if attempt > 1 {
+            match cluster.breaker.try_retry(cluster.breaker.requests()) {
+                Ok(permit) => Some(permit),
+                Err(_) => return (overloaded("max_retries"), None),
+            }
+        } else {
+            None
+        };
+        let Some(attempt_body) = body.take() else {
+            // A streamed body cannot be sent twice; the last answer stands.
+            let reply = local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream failed; body not replayable",
+            );
+            return (reply, None);
+        };
+        let result = try_once(cluster, request, attempt_body, per_try).await;
+        // A streamed body went out with this attempt; whatever came back is the answer.
+        let last = attempt >= max_attempts || !body.replayable();
+        match result {
+            Attempt::Response(mut response, guards) => {
+                let status = response.status();
+                if !last && policy.is_some_and(|p| retriable_status(p, status)) {
+                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.to_string()).increment(1);
+                    drop(response);
+                    drop(guards);
+                    back_off(policy, attempt).await;
+                    continue;
+                }
+                let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| hyper::upgrade::on(&mut response));
+                let response = strip_response_hop_by_hop(response);
+                let response = hold_until_done(response, Box::new((guards, request_permit)));
+                return (response, upgrade);
+            }
+            Attempt::Failed(failure) => {
+                if !last && policy.is_some_and(|p| retriable_failure(p, &failure)) {
+                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.to_string()).increment(1);
+                    back_off(policy, attempt).await;
+                    continue;
+                }
+                return (failure.into_response(), None);
+            }
+        }
+    }
+}
+
+/// Guards that live as long as the response body: the endpoint's in-flight count (least-request
+/// and Peak-EWMA see streaming responses as load) and the cluster's request permit.
+struct AttemptGuards {
+    in_flight: Option<InFlight>,
+    rtt: Duration,
+}
+
+impl Drop for AttemptGuards {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.finish(self.rtt);
+        }
+    }
+}
+
+enum Attempt {
+    Response(Response<Incoming>, AttemptGuards),
+    Failed(Failure),
+}
+
+enum Failure {
+    NoEndpoint,
+    Overflow(&'static str),
+    Connect(String),
+    Reset(String),
+    Timeout,
+}
+
+impl Failure {
+    fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            Failure::NoEndpoint => {
+                local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+            }
+            Failure::Overflow(reason) => overloaded(reason),
+            Failure::Connect(msg) => local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("upstream connect error: {msg}"),
+            ),
+            Failure::Reset(msg) => {
+                local_reply(StatusCode::BAD_GATEWAY, &format!("upstream reset: {msg}"))
+            }
+            Failure::Timeout => {
+                local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+            }
+        }
+    }
+}
+
+async fn try_once(
+    cluster: &Arc<Cluster>,
+    request: &Outgoing,
+    body: ProxyBody,
+    per_try: Duration,
+) -> Attempt {
+    let Some(upstream) = cluster.pick(&request.headers) else {
+        return Attempt::Failed(Failure::NoEndpoint);
+    };
+    let pending = match cluster.breaker.try_pending() {
+        Ok(permit) => permit,
+        Err(overflow) => return Attempt::Failed(Failure::Overflow(overflow.as_str())),
+    };
+    let in_flight = upstream.endpoint.start_request();
+    let outgoing = match build_upstream_request(cluster, request, body) {
+        Ok(req) => req,
+        Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),
+    };
+    let sent = Instant::now();
+    let result = tokio::time::timeout(per_try, upstream.client.request(outgoing)).await;
+    drop::<Permit>(pending);
+    let rtt = sent.elapsed();
+    let cluster_label = cluster.name.to_string();
+    match result {
+        Ok(Ok(response)) => {
+            let outcome = if response.status().is_server_error() {
+                Outcome::ServerError
+            } else {
+                Outcome::Success
+            };
+            cluster.observe(upstream.index, outcome);
+            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => class_of(response.status())).increment(1);
+            Attempt::Response(
+                response,
+                AttemptGuards {
+                    in_flight: Some(in_flight),
+                    rtt,
+                },
+            )
+        }
+        Ok(Err(err)) => {
+            drop(in_flight);
+            if let Some(reason) = overflow_reason(&err) {
+                return Attempt::Failed(Failure::Overflow(reason));
+            }
+            cluster.observe(upstream.index, Outcome::GatewayFailure);
+            let connect = err.is_connect();
+            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => if connect { "connect_failure" } else { "reset" }).increment(1);
+            let msg = error_chain(&err);
+            tracing::debug!(cluster = %cluster.name, endpoint = %upstream.endpoint.address, error = %msg, "upstream attempt failed");
+            if connect {
+                Attempt::Failed(Failure::Connect(msg))
+            } else {
+                Attempt::Failed(Failure::Reset(msg))
+            }
+        }
+        Err(_) => {
+            drop(in_flight);
+            cluster.observe(upstream.index, Outcome::GatewayFailure);
+            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => "timeout").increment(1);
+            Attempt::Failed(Failure::Timeout)
+        }
+    }
+}
+
+fn class_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn overflow_reason(err: &hyper_util::client::legacy::Error) -> Option<&'static str> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(crate::cluster::connector::ConnectError::Overflow { reason, .. }) =
+            e.downcast_ref::<crate::cluster::connector::ConnectError>()
+        {
+            return Some(reason);
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        msg.push_str(": ");
+        msg.push_str(&e.to_string());
+        source = e.source();
+    }
+    msg
+}
+
+fn retriable_status(policy: &RetryPolicy, status: StatusCode) -> bool {
+    let code = status.as_u16();
+    policy.retry_on.iter().any(|on| match on {
+        RetryOn::FiveXx => status.is_server_error(),
+        RetryOn::GatewayError => matches!(code, 502..=504),
+        RetryOn::RetriableStatusCodes => policy.retriable_status_codes.contains(&code),
+        RetryOn::ConnectFailure | RetryOn::Reset => false,
+    })
+}
+
+fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
+    policy.retry_on.iter().any(|on| match (on, failure) {
+        (_, Failure::Overflow(_)) => false,
+        // Envoy's `5xx` covers connect failures, resets and timeouts as well.
+        (RetryOn::FiveXx, _) => true,
+        (RetryOn::GatewayError, Failure::Connect(_) | Failure::Timeout | Failure::NoEndpoint) => {
+            true
+        }
+        (RetryOn::ConnectFailure, Failure::Connect(_) | Failure::NoEndpoint) => true,
+        (RetryOn::Reset, Failure::Reset(_) | Failure::Timeout) => true,
+        _ => false,
+    })
+}
+
+/// Exponential back-off with full jitter: a random wait in `[0, base·2^(n-1)]`, capped at 10×base.
+async fn back_off(policy: Option<&RetryPolicy>, attempt: u32) {
+    let Some(policy) = policy else { return };
+    let base = policy.base_interval;
+    let ceiling = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(base * 10);
+    let wait = rand::rng().random_range(Duration::ZERO..=ceiling);
+    tokio::time::sleep(wait).await;
+}
+
+fn build_upstream_request(
+    cluster: &Cluster,
+    request: &Outgoing,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, http::Error> {
+    let authority = if request.authority.is_empty() {
+        "localhost"
+    } else {
+        request.authority.as_str()
+    };
+    let uri = Uri::builder()
+        .scheme(cluster.scheme)
+        .authority(authority)
+        .path_and_query(request.path.as_str())
+        .build()?;
+    let mut builder = Request::builder().method(request.method.clone()).uri(uri);
+    let h2 = cluster.config.protocol == crate::config::UpstreamProtocol::Http2;
+    if let Some(headers) = builder.headers_mut() {
+        headers.reserve(request.headers.len() + 1);
+        for (name, value) in &request.headers {
+            if h2 && name == header::HOST {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        if !h2
+            && !headers.contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(authority)
+        {
+            headers.insert(header::HOST, value);
+        }
+    }
+    builder.body(body)
+}
+
+/// `Host` for HTTP/1, `:authority` for HTTP/2.
+fn request_authority(req: &Request<Incoming>) -> String {
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        return host.to_string();
+    }
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // `te: trailers` is how gRPC says it understands trailers; it survives the hop.
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    listener: &ListenerContext,
+    conn: &ConnectionInfo,
+    upgrade: bool,
+    authority: &str,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    // hyper has already answered `Expect: 100-continue` by reading the body.
+    headers.remove(header::EXPECT);
+
+    let client_ip = conn.peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
+    );
+    if !headers.contains_key("x-request-id")
+        && let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        headers.insert("x-request-id", value);
+    }
+    headers.remove("x-forwarded-client-cert");
+    if listener.forward_client_cert
+        && let Some(peer) = conn.tls.as_ref().and_then(|t| t.peer.as_ref())
+        && let Ok(value) = HeaderValue::from_str(&peer.xfcc())
+    {
+        headers.insert("x-forwarded-client-cert", value);
+    }
+    if !headers.contains_key(header::HOST)
+        && !authority.is_empty()
+        && let Ok(value) = HeaderValue::from_str(authority)
+    {
+        headers.insert(header::HOST, value);
+    }
+}
+
+fn strip_response_hop_by_hop(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, incoming) = response.into_parts();
+    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    Response::from_parts(parts, body::incoming(incoming))
+}
+
+/// After both sides agreed to switch protocols, copies bytes both ways until either closes.
+fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (down, up) = match tokio::try_join!(downstream, upstream) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut down = TokioIo::new(down);
+        let mut up = TokioIo::new(up);
+        if let Err(err) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %err, "upgraded connection ended");
+        }
+    });
+}
+
+/// Wraps a response body so that `guard` is dropped only when the body is finished (or the
+/// client goes away), keeping in-flight counts true for streaming responses.
+fn hold_until_done(
+    response: Response<ProxyBody>,
+    guard: Box<dyn std::any::Any + Send>,
+) -> Response<ProxyBody> {
+    response.map(|b| {
+        GuardedBody {
+            inner: b,
+            _guard: guard,
+        }
+        .boxed_unsync()
+    })
+}
+
+pin_project_lite::pin_project! {
+    struct GuardedBody {
+        #[pin]
+        inner: ProxyBody,
+        _guard: Box<dyn std::any::Any + Send>,
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A reply the proxy makes itself.
+pub fn local_reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// 503 from a circuit breaker, saying which limit overflowed.
+fn overloaded(reason: &'static str) -> Response<ProxyBody> {
+    let mut response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded");
+    response
+        .headers_mut()
+        .insert("x-wasmesh-overloaded", HeaderValue::from_static(reason));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(retry_on: Vec<RetryOn>) -> RetryPolicy {
+        RetryPolicy {
+            retry_on,
+            num_retries: 1,
+            per_try_timeout: None,
+            retriable_status_codes: vec![409],
+            base_interval: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_te_trailers_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(h.get(header::UPGRADE).is_none());
+        assert_eq!(h.get("x-keep").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    }
+
+    #[test]
+    fn upgrade_headers_survive_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get(header::UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+    }
+
+    #[test]
+    fn retry_conditions_follow_envoy() {
+        let five = policy(vec![RetryOn::FiveXx]);
+        assert!(retriable_status(&five, StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!retriable_status(&five, StatusCode::NOT_FOUND));
+        assert!(retriable_failure(&five, &Failure::Connect("x".into())));
+        assert!(retriable_failure(&five, &Failure::Reset("x".into())));
+        assert!(!retriable_failure(
+            &five,
+            &Failure::Overflow("max_requests")
+        ));
+
+        let gw = policy(vec![RetryOn::GatewayError]);
+        assert!(retriable_status(&gw, StatusCode::BAD_GATEWAY));
+        assert!(!retriable_status(&gw, StatusCode::INTERNAL_SERVER_ERROR));
+
+        let connect = policy(vec![RetryOn::ConnectFailure]);
+        assert!(retriable_failure(&connect, &Failure::Connect("x".into())));
+        assert!(!retriable_failure(&connect, &Failure::Reset("x".into())));
+        assert!(!retriable_status(&connect, StatusCode::SERVICE_UNAVAILABLE));
+
+        let codes = policy(vec![RetryOn::RetriableStatusCodes]);
+        assert!(retriable_status(&codes, StatusCode::CONFLICT));
+        assert!(!retriable_status(&codes, StatusCode::BAD_GATEWAY));
+    }
+}

@@ -1,0 +1,187 @@
+//! Downstream listeners: accept loops, connection limits, TLS handshakes, and HTTP/1.1 or HTTP/2
+//! serving (h2c by prior knowledge, h2 by ALPN) with hyper.
+//!
+//! hyper answers malformed requests with 400 and oversized heads with 431 and closes the
+//! connection; the header read timeout closes slowloris connections.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config;
+use crate::forward::{self, ConnectionInfo, ListenerContext};
+use crate::tls::identity::{PeerIdentity, TlsInfo};
+
+/// Binds a listener's address with `SO_REUSEADDR`, `SO_REUSEPORT` (so a reload can bind a
+/// replacement before the old socket closes) and a deep backlog.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Everything one accept loop needs.
+pub struct Running {
+    pub config: config::Listener,
+    pub tls: Option<TlsAcceptor>,
+    pub context: Arc<ListenerContext>,
+}
+
+/// Hands out a graceful-shutdown watcher per connection; `None` once shutdown has begun.
+pub type Watchers = Arc<dyn Fn() -> Option<Watcher> + Send + Sync>;
+
+/// Accepts connections until `stop` turns true; each connection is watched so a graceful
+/// shutdown can wait for it.
+pub async fn accept_loop(
+    listener: TcpListener,
+    running: Arc<Running>,
+    mut stop: watch::Receiver<bool>,
+    watchers: Watchers,
+) {
+    let connections = Arc::new(Semaphore::new(running.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(listener = %running.config.name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(listener = %running.config.name, %peer, "connection limit reached; closing");
+            metrics::counter!("wasmesh_downstream_connections_refused_total", "listener" => running.config.name.clone()).increment(1);
+            drop(tcp);
+            continue;
+        };
+        let Some(watcher) = watchers() else {
+            return;
+        };
+        let running = running.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let gauge = metrics::gauge!("wasmesh_downstream_connections", "listener" => running.config.name.clone());
+            gauge.increment(1.0);
+            if let Err(err) = serve_connection(tcp, peer, &running, watcher).await {
+                tracing::debug!(listener = %running.config.name, %peer, error = %err, "connection ended with error");
+            }
+            gauge.decrement(1.0);
+        });
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    running: &Running,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tcp.set_nodelay(true)?;
+    let local = tcp.local_addr()?;
+    match &running.tls {
+        None => {
+            let info = ConnectionInfo {
+                peer,
+                local,
+                tls: None,
+            };
+            serve_http(tcp, info, None, running, watcher).await
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(running.config.header_read_timeout, acceptor.accept(tcp))
+                    .await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    metrics::counter!("wasmesh_tls_handshake_failures_total", "listener" => running.config.name.clone()).increment(1);
+                    return Err(err.into());
+                }
+                Err(_) => {
+                    metrics::counter!("wasmesh_tls_handshake_failures_total", "listener" => running.config.name.clone()).increment(1);
+                    return Err("TLS handshake timed out".into());
+                }
+            };
+            let session = stream.get_ref().1;
+            let alpn = session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            let tls = TlsInfo {
+                sni: session.server_name().map(str::to_string),
+                peer: session
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(PeerIdentity::from_leaf),
+                alpn: alpn.clone(),
+            };
+            let info = ConnectionInfo {
+                peer,
+                local,
+                tls: Some(Arc::new(tls)),
+            };
+            serve_http(stream, info, alpn.as_deref(), running, watcher).await
+        }
+    }
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    info: ConnectionInfo,
+    alpn: Option<&str>,
+    running: &Running,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &running.config;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(1024)
+        // Bound what a client may queue by resetting streams (CVE-2023-44487).
+        .max_pending_accept_reset_streams(100)
+        .max_local_error_reset_streams(Some(1024));
+    let builder = match alpn {
+        Some("h2") => builder.http2_only(),
+        Some("http/1.1") => builder.http1_only(),
+        _ => builder,
+    };
+    let context = running.context.clone();
+    let info = Arc::new(info);
+    let service = service_fn(move |req| forward::handle(context.clone(), info.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    watcher.watch(connection.into_owned()).await
+}

@@ -1,0 +1,146 @@
+//! `wasmesh`: the proxy binary. `run` serves a configuration file, `validate` checks one and lists
+//! every error, `demo` starts demo upstreams and a proxy in front of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wasmesh_proxy::{config, demo, observe, server::Server};
+
+#[derive(Parser)]
+#[command(name = "wasmesh", version, about = "A WebAssembly-extensible L7 proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every error with file:line: field.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start demo upstreams and a proxy in front of them.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// How many demo upstream instances to balance over.
+        #[arg(long, default_value_t = 2)]
+        upstreams: usize,
+    },
+    /// Run only a demo upstream (used by the benchmarks and tests).
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "upstream")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    observe::init_tracing();
+    let cli = Cli::parse();
+    if let Command::Validate { config } = &cli.command {
+        return match config::load_file(config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("wasmesh: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wasmesh: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let cfg = config::load_file(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+            serve(cfg, Some(config)).await
+        }
+        Command::Demo {
+            listen,
+            admin,
+            upstreams,
+        } => {
+            let mut addrs = Vec::new();
+            for i in 0..upstreams.max(1) {
+                let addr = demo::spawn_upstream(&format!("demo-{i}"), ([127, 0, 0, 1], 0).into())
+                    .await
+                    .context("starting a demo upstream")?;
+                addrs.push(addr);
+            }
+            let cfg = demo::config(&listen, &admin, &addrs)
+                .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+            println!(
+                "demo upstreams: {}",
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("try: curl -s http://{listen}/hello   admin: curl -s http://{admin}/stats");
+            serve(cfg, None).await
+        }
+        Command::Upstream { listen, name } => {
+            let addr = demo::spawn_upstream(&name, listen)
+                .await
+                .context("binding the upstream")?;
+            println!("upstream {name} listening on {addr}");
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for ctrl-c")?;
+            Ok(())
+        }
+        Command::Validate { .. } => Ok(()),
+    }
+}
+
+async fn serve(cfg: config::Config, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut server = Server::start(cfg).await?;
+    if let Some(path) = file {
+        server
+            .watch_file(path)
+            .context("watching the configuration file")?;
+    }
+    // One machine-readable line per bound socket, so scripts and tests using port 0 find them.
+    for (name, addr) in server.listeners() {
+        println!("wasmesh: listener {name} on {addr}");
+    }
+    if let Some(addr) = server.admin_addr() {
+        println!("wasmesh: admin on {addr}");
+    }
+    println!("wasmesh: ready");
+    server.wait_for_shutdown_signal().await;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Observability plumbing: the `tracing` subscriber for logs and the process-wide Prometheus
+//! recorder behind the `metrics` facade, rendered by the admin API's `/stats`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: fine below a millisecond, where a proxy's own cost lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle (`None` if another
+/// recorder was installed first, e.g. by an embedding program).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "wasmesh_requests_total",
+        "Downstream requests by listener, route and status code."
+    );
+    metrics::describe_histogram!(
+        "wasmesh_request_duration_seconds",
+        "Time from request received to response headers sent."
+    );
+    metrics::describe_counter!(
+        "wasmesh_upstream_requests_total",
+        "Upstream attempts by cluster and outcome."
+    );
+    metrics::describe_counter!(
+        "wasmesh_upstream_connections_total",
+        "Upstream connections opened."
+    );
+    metrics::describe_counter!("wasmesh_upstream_retries_total", "Retries by cluster.");
+    metrics::describe_gauge!(
+        "wasmesh_endpoint_healthy",
+        "1 if the endpoint passes active health checks."
+    );
+    metrics::describe_counter!(
+        "wasmesh_outlier_ejections_total",
+        "Endpoints ejected by outlier detection."
+    );
+    metrics::describe_counter!(
+        "wasmesh_circuit_breaker_overflow_total",
+        "Requests refused by a circuit breaker."
+    );
+    metrics::describe_gauge!(
+        "wasmesh_downstream_connections",
+        "Open downstream connections by listener."
+    );
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,106 @@
+//! Downstream TLS termination: certificate selection by SNI and client-certificate verification.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+
+use super::{TlsError, load_certs, load_key, load_roots, provider};
+use crate::config::ListenerTls;
+
+/// Builds the rustls server configuration for one listener.
+pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let mut entries = Vec::with_capacity(tls.certificates.len());
+    for files in &tls.certificates {
+        let chain = load_certs(&files.cert_file)?;
+        let key = load_key(&files.key_file)?;
+        let signing_key =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| TlsError::PrivateKey {
+                    path: files.key_file.clone(),
+                    reason: e.to_string(),
+                })?;
+        let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+        entries.push((
+            files
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect::<Vec<_>>(),
+            certified,
+        ));
+    }
+    let resolver = SniResolver { entries };
+
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_ca_file {
+        Some(ca) => {
+            let roots = load_roots(ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.require_client_cert {
+                verifier.build()
+            } else {
+                verifier.allow_unauthenticated().build()
+            }
+            .map_err(|e| TlsError::ClientCa {
+                path: ca.clone(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = tls.alpn.iter().map(|a| a.wire().to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Picks the certificate whose names match the client's SNI; the first one is the default, so
+/// clients that send no SNI (or an unknown name) still complete a handshake.
+#[derive(Debug)]
+struct SniResolver {
+    entries: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(sni) = hello.server_name() {
+            let sni = sni.to_ascii_lowercase();
+            for (names, key) in &self.entries {
+                if names.iter().any(|pattern| name_matches(pattern, &sni)) {
+                    return Some(key.clone());
+                }
+            }
+        }
+        self.entries.first().map(|(_, key)| key.clone())
+    }
+}
+
+/// `*.example.com` matches exactly one extra label, as certificate wildcards do.
+pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => pattern == name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcard_matches_one_label() {
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(name_matches("example.com", "example.com"));
+        assert!(!name_matches("example.com", "www.example.com"));
+    }
+}

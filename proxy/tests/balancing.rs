@@ -1,0 +1,198 @@
+//! Load balancing, active health checks and outlier detection through the real binary. The
+//! statistical properties of each policy are unit-tested with fixed seeds in `cluster::lb`; here
+//! each policy is shown to spread real traffic as it should.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+async fn three() -> (Upstream, Upstream, Upstream) {
+    (
+        Upstream::named("a").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    )
+}
+
+#[tokio::test]
+async fn round_robin_is_exactly_even() {
+    let (a, b, c) = three().await;
+    let proxy = Proxy::start(&simple_config(
+        "    lb_policy: round_robin\n",
+        &[a.addr, b.addr, c.addr],
+        "",
+    ));
+    for _ in 0..90 {
+        assert_eq!(get(proxy.addr("main"), "/").await.status, StatusCode::OK);
+    }
+    assert_eq!((a.hits(), b.hits(), c.hits()), (30, 30, 30));
+}
+
+#[tokio::test]
+async fn random_and_least_request_use_every_endpoint() {
+    for policy in ["random", "least_request"] {
+        let (a, b, c) = three().await;
+        let proxy = Proxy::start(&simple_config(
+            &format!("    lb_policy: {policy}\n"),
+            &[a.addr, b.addr, c.addr],
+            "",
+        ));
+        for _ in 0..150 {
+            assert_eq!(get(proxy.addr("main"), "/").await.status, StatusCode::OK);
+        }
+        let hits = [a.hits(), b.hits(), c.hits()];
+        assert_eq!(hits.iter().sum::<usize>(), 150);
+        // Sequential requests leave every endpoint idle, so each policy must still spread load.
+        assert!(hits.iter().all(|&h| h >= 10), "{policy}: {hits:?}");
+    }
+}
+
+#[tokio::test]
+async fn peak_ewma_steers_away_from_a_slow_endpoint() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    // 20 ms against well under a millisecond: a gap no scheduling noise can close.
+    let slow = Upstream::with(|_| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reply(StatusCode::OK, "slow", "slow")
+    })
+    .await;
+    let proxy = Proxy::start(&simple_config(
+        "    lb_policy: peak_ewma\n",
+        &[a.addr, b.addr, slow.addr],
+        "",
+    ));
+    for _ in 0..150 {
+        assert_eq!(get(proxy.addr("main"), "/").await.status, StatusCode::OK);
+    }
+    assert!(slow.hits() < 15, "slow endpoint got {} of 150", slow.hits());
+    assert!(
+        a.hits() > 20 && b.hits() > 20,
+        "a={} b={}",
+        a.hits(),
+        b.hits()
+    );
+}
+
+#[tokio::test]
+async fn ring_hash_is_sticky_per_key() {
+    let (a, b, c) = three().await;
+    let cluster = "    lb_policy: ring_hash\n    ring_hash:\n      header: x-user\n";
+    let proxy = Proxy::start(&simple_config(cluster, &[a.addr, b.addr, c.addr], ""));
+    let mut owners = std::collections::HashMap::new();
+    for round in 0..3 {
+        for user in 0..30 {
+            let user = format!("user-{user}");
+            let got = send(
+                proxy.addr("main"),
+                request("GET", "/", &[("x-user", &user)]),
+                false,
+            )
+            .await;
+            let owner = got.header("x-upstream").expect("x-upstream").to_string();
+            let first = owners.entry(user.clone()).or_insert(owner.clone());
+            assert_eq!(first, &owner, "round {round}: {user} moved");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = owners.values().collect();
+    assert!(
+        distinct.len() >= 2,
+        "30 keys should land on more than one endpoint: {owners:?}"
+    );
+}
+
+#[tokio::test]
+async fn outlier_ejection_and_recovery() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let bad = Upstream::with(move |_| {
+        let failing = f.load(Ordering::SeqCst);
+        async move {
+            if failing {
+                reply(StatusCode::INTERNAL_SERVER_ERROR, "bad", "boom")
+            } else {
+                reply(StatusCode::OK, "bad", "recovered")
+            }
+        }
+    })
+    .await;
+    let good = Upstream::named("good").await;
+    let cluster = "    outlier_detection:\n      consecutive_5xx: 3\n      base_ejection_time: 1s\n      max_ejection_percent: 50\n";
+    let proxy = Proxy::start(&simple_config(cluster, &[bad.addr, good.addr], ""));
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(get(proxy.addr("main"), "/").await.status);
+    }
+    // Round robin sends 3 to `bad` before it is ejected; after that only `good` answers.
+    assert_eq!(bad.hits(), 3, "{statuses:?}");
+    assert!(
+        statuses[6..].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let clusters = get_admin_text(proxy.admin.expect("admin"), "/clusters");
+    assert!(clusters.contains("\"ejected\": true"), "{clusters}");
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        stats.contains("wasmesh_outlier_ejections_total{cluster=\"backend\"} 1"),
+        "{stats}"
+    );
+
+    // Once the endpoint is fixed and its ejection time is over, it takes traffic again.
+    failing.store(false, Ordering::SeqCst);
+    let addr = proxy.addr("main");
+    let back = eventually(Duration::from_secs(20), async || {
+        get(addr, "/").await.header("x-upstream") == Some("bad")
+    })
+    .await;
+    assert!(back, "ejected endpoint never came back");
+}
+
+#[tokio::test]
+async fn active_health_check_removes_and_restores_an_endpoint() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let flaky = Upstream::with(move |seen: Seen| {
+        let ok = h.load(Ordering::SeqCst) || seen.path != "/healthz";
+        async move {
+            if ok {
+                reply(StatusCode::OK, "flaky", "ok")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "flaky", "unhealthy")
+            }
+        }
+    })
+    .await;
+    let steady = Upstream::named("steady").await;
+    let cluster = "    health_check:\n      path: /healthz\n      interval: 100ms\n      timeout: 1s\n      healthy_threshold: 1\n      unhealthy_threshold: 1\n";
+    let proxy = Proxy::start(&simple_config(cluster, &[flaky.addr, steady.addr], ""));
+    let admin = proxy.admin.expect("admin");
+    healthy.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(20), async || get_admin_text(
+            admin,
+            "/clusters"
+        )
+        .contains("\"healthy\": false"))
+        .await,
+        "health check never marked the endpoint unhealthy"
+    );
+    for _ in 0..10 {
+        let got = get(proxy.addr("main"), "/").await;
+        assert_eq!(got.header("x-upstream"), Some("steady"));
+    }
+    healthy.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(20), async || !get_admin_text(
+            admin,
+            "/clusters"
+        )
+        .contains("\"healthy\": false"))
+        .await,
+        "health check never restored the endpoint"
+    );
+}

@@ -1,0 +1,177 @@
+//! Configuration reloads on a running proxy: through `PUT /config` and through the watched
+//! file, rejected whole when bad, and invisible to clients under load.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn put_config(admin: std::net::SocketAddr, yaml: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(admin).expect("connect admin");
+    write!(
+        tcp,
+        "PUT /config HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{yaml}",
+        yaml.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[tokio::test]
+async fn put_config_swaps_clusters_and_bad_config_is_rejected_whole() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let proxy = Proxy::start(&simple_config("", &[a.addr], ""));
+    let admin = proxy.admin.expect("admin");
+    assert_eq!(get(proxy.addr("main"), "/").await.text(), "a");
+
+    let answer = put_config(admin, &simple_config("", &[b.addr], ""));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"generation\": 2"), "{answer}");
+    assert_eq!(
+        get(proxy.addr("main"), "/").await.text(),
+        "b",
+        "same listener, new cluster"
+    );
+
+    let bad = simple_config("    lb_policy: fastest\n", &[a.addr], "");
+    let answer = put_config(admin, &bad);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("lb_policy"), "{answer}");
+    assert_eq!(
+        get(proxy.addr("main"), "/").await.text(),
+        "b",
+        "old config keeps serving"
+    );
+    let status = get_admin_text(admin, "/config/status");
+    assert!(status.contains("\"generation\": 2"), "{status}");
+    assert!(status.contains("lb_policy"), "{status}");
+    let stats = get_admin_text(admin, "/stats");
+    assert!(
+        stats.contains("wasmesh_config_reload_total{result=\"rejected\"} 1"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("wasmesh_config_reload_total{result=\"applied\"} 1"),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn file_change_by_rename_reloads() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let proxy = Proxy::start(&simple_config("", &[a.addr], ""));
+    assert_eq!(get(proxy.addr("main"), "/").await.text(), "a");
+    // Write elsewhere in the directory, then rename over the watched file, as editors do.
+    let tmp = proxy.dir.path().join(".wasmesh.yaml.tmp");
+    std::fs::write(&tmp, simple_config("", &[b.addr], "")).expect("write");
+    std::fs::rename(&tmp, proxy.dir.path().join("wasmesh.yaml")).expect("rename");
+    let addr = proxy.addr("main");
+    assert!(
+        eventually(Duration::from_secs(20), async || get(addr, "/")
+            .await
+            .text()
+            == "b")
+        .await,
+        "file change never took effect"
+    );
+    // A broken file is reported and changes nothing.
+    std::fs::write(proxy.dir.path().join("wasmesh.yaml"), "listeners: [").expect("write");
+    let admin = proxy.admin.expect("admin");
+    assert!(
+        eventually(Duration::from_secs(20), async || get_admin_text(
+            admin,
+            "/config/status"
+        )
+        .contains("\"rejected\": 1"))
+        .await,
+        "broken file was not reported"
+    );
+    assert_eq!(get(addr, "/").await.text(), "b");
+}
+
+#[tokio::test]
+async fn reloads_under_load_fail_no_request() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let proxy = Proxy::start(&simple_config("", &[a.addr], ""));
+    let admin = proxy.admin.expect("admin");
+    let addr = proxy.addr("main");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for h2 in [false, true] {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            // One keep-alive connection per client, reused across every reload.
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let mut h1 = None;
+            let mut h2s = None;
+            if h2 {
+                let (s, c) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await
+                        .expect("h2");
+                tokio::spawn(c);
+                h2s = Some(s);
+            } else {
+                let (s, c) = hyper::client::conn::http1::handshake(io).await.expect("h1");
+                tokio::spawn(c);
+                h1 = Some(s);
+            }
+            let mut sent = 0;
+            while !stop.load(Ordering::SeqCst) && sent < 20_000 {
+                sent += 1;
+                let req = http::Request::builder()
+                    .uri(format!("http://t:{}/", addr.port()))
+                    .header("host", "t")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request");
+                let result = match (&mut h1, &mut h2s) {
+                    (Some(s), _) => s.send_request(req).await,
+                    (_, Some(s)) => s.send_request(req).await,
+                    _ => unreachable!(),
+                };
+                match result {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        let got = collect(r).await;
+                        if got.text() == "a" || got.text() == "b" {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for i in 0..20 {
+        let target = if i % 2 == 0 { b.addr } else { a.addr };
+        let answer = put_config(admin, &simple_config("", &[target], ""));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    assert!(a.hits() > 0 && b.hits() > 0, "both configurations served");
+}

@@ -1,0 +1,175 @@
+//! Retries, timeouts, circuit breaking and graceful shutdown through the real binary.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+use tokio::sync::Notify;
+
+#[tokio::test]
+async fn retry_on_5xx_until_success() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let upstream = Upstream::with(move |_| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < 2 {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "u", "try again")
+            } else {
+                reply(StatusCode::OK, "u", "finally")
+            }
+        }
+    })
+    .await;
+    let route = "            retry_policy:\n              retry_on: [5xx]\n              num_retries: 2\n              base_interval: 1ms\n";
+    let proxy = Proxy::start(&simple_config("", &[upstream.addr], route));
+    let got = get(proxy.addr("main"), "/").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "finally");
+    assert_eq!(upstream.hits(), 3);
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        stats.contains("wasmesh_upstream_retries_total{cluster=\"backend\"} 2"),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let upstream = Upstream::with(|_| async { reply(StatusCode::BAD_GATEWAY, "u", "nope") }).await;
+    let route = "            retry_policy:\n              retry_on: [gateway-error]\n              num_retries: 3\n              base_interval: 1ms\n";
+    let proxy = Proxy::start(&simple_config("", &[upstream.addr], route));
+    let got = get(proxy.addr("main"), "/").await;
+    assert_eq!(
+        got.status,
+        StatusCode::BAD_GATEWAY,
+        "the last answer is passed on"
+    );
+    assert_eq!(upstream.hits(), 4);
+}
+
+#[tokio::test]
+async fn retry_on_connect_failure_moves_to_a_live_endpoint() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let live = Upstream::named("live").await;
+    let route = "            retry_policy:\n              retry_on: [connect-failure]\n              num_retries: 2\n              base_interval: 1ms\n";
+    let proxy = Proxy::start(&simple_config("", &[dead, live.addr], route));
+    for _ in 0..10 {
+        let got = post_small(proxy.addr("main")).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    }
+    assert_eq!(live.hits(), 10);
+    assert_eq!(
+        live.last_seen().body,
+        "payload",
+        "a buffered body is replayed on retry"
+    );
+}
+
+async fn post_small(addr: std::net::SocketAddr) -> Got {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "t")
+        .header("content-length", "7")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"payload",
+        )))
+        .expect("request");
+    send(addr, req, false).await
+}
+
+#[tokio::test]
+async fn route_timeout_gives_504() {
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    let upstream = Upstream::with(move |_| {
+        let r = r.clone();
+        async move {
+            r.notified().await;
+            reply(StatusCode::OK, "slow", "late")
+        }
+    })
+    .await;
+    let route = "            timeout: 200ms\n";
+    let proxy = Proxy::start(&simple_config("", &[upstream.addr], route));
+    let got = get(proxy.addr("main"), "/").await;
+    release.notify_waiters();
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn circuit_breaker_max_requests_answers_503_with_reason() {
+    let release = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
+    let (r, e) = (release.clone(), entered.clone());
+    let upstream = Upstream::with(move |_| {
+        let (r, e) = (r.clone(), e.clone());
+        async move {
+            e.notify_one();
+            r.notified().await;
+            reply(StatusCode::OK, "held", "done")
+        }
+    })
+    .await;
+    let cluster = "    circuit_breakers:\n      max_requests: 1\n";
+    let proxy = Proxy::start(&simple_config(cluster, &[upstream.addr], ""));
+    let addr = proxy.addr("main");
+    let first = tokio::spawn(async move { get(addr, "/").await });
+    entered.notified().await; // the first request now occupies the only slot
+    let second = get(addr, "/").await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.header("x-wasmesh-overloaded"), Some("max_requests"));
+    release.notify_one();
+    assert_eq!(first.await.expect("first").status, StatusCode::OK);
+    // With the slot free again, requests flow.
+    let upstream_free = upstream.hits();
+    let third = tokio::spawn(async move { get(addr, "/").await });
+    entered.notified().await;
+    release.notify_one();
+    assert_eq!(third.await.expect("third").status, StatusCode::OK);
+    assert_eq!(upstream.hits(), upstream_free + 1);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    let release = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
+    let (r, e) = (release.clone(), entered.clone());
+    let upstream = Upstream::with(move |_| {
+        let (r, e) = (r.clone(), e.clone());
+        async move {
+            e.notify_one();
+            r.notified().await;
+            reply(StatusCode::OK, "slow", "finished")
+        }
+    })
+    .await;
+    let mut proxy = Proxy::start(&simple_config("", &[upstream.addr], ""));
+    let addr = proxy.addr("main");
+    let in_flight = tokio::spawn(async move { get(addr, "/").await });
+    entered.notified().await;
+    let pid = proxy.pid();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    // Once draining, new connections are refused while the old request is still served.
+    let refused = eventually(Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(refused, "listener kept accepting after SIGTERM");
+    release.notify_one();
+    let got = in_flight.await.expect("in-flight request");
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "finished");
+    assert!(proxy.terminate(), "clean exit after draining");
+}

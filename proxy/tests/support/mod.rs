@@ -1,0 +1,545 @@
+//! Test support for the proxy's end-to-end tests: the real `wasmesh` binary started on a
+//! generated config, real upstream servers on loopback, real TLS with certificates made by rcgen.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The real binary, running a config; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Writes `yaml` to a temp file and runs `wasmesh run` on it; returns once it printed every
+    /// bound address.
+    pub fn start(yaml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Proxy::start_in(dir, yaml)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Proxy {
+        let path = dir.path().join("wasmesh.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wasmesh");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listeners = HashMap::new();
+        let mut admin = None;
+        loop {
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    panic!("wasmesh did not report ready (exit status: {status:?})");
+                }
+            };
+            if let Some(rest) = line.strip_prefix("wasmesh: listener ") {
+                let (name, addr) = rest.split_once(" on ").expect("listener line");
+                listeners.insert(name.to_string(), addr.parse().expect("listener addr"));
+            } else if let Some(addr) = line.strip_prefix("wasmesh: admin on ") {
+                admin = Some(addr.parse().expect("admin addr"));
+            } else if line == "wasmesh: ready" {
+                break;
+            }
+        }
+        Proxy {
+            child,
+            listeners,
+            admin,
+            dir,
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener]
+    }
+
+    pub fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{}", self.addr(listener), path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `wasmesh validate` on `yaml`; returns (success, stdout+stderr, path of the config).
+pub fn validate(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        .arg("validate")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, path.display().to_string())
+}
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+pub type Reply = Response<Full<Bytes>>;
+type Handler = Arc<dyn Fn(Seen) -> futures_util::future::BoxFuture<'static, Reply> + Send + Sync>;
+
+/// A real upstream HTTP server (HTTP/1.1 and h2c) on loopback.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Answers every request 200 with `x-upstream: NAME` and body NAME.
+    pub async fn named(name: &str) -> Upstream {
+        let name = name.to_string();
+        Upstream::with(move |_| {
+            let name = name.clone();
+            async move { reply(StatusCode::OK, &name, &name) }
+        })
+        .await
+    }
+
+    pub async fn with<F, Fut>(handler: F) -> Upstream
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Reply> + Send + 'static,
+    {
+        Upstream::serve(None, handler).await
+    }
+
+    pub async fn serve<F, Fut>(tls: Option<Arc<rustls::ServerConfig>>, handler: F) -> Upstream
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Reply> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |seen| Box::pin(handler(seen)));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, s) = (hits.clone(), seen.clone());
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (handler, hits, seen) = (handler.clone(), h.clone(), s.clone());
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (handler, hits, seen) = (handler.clone(), hits.clone(), seen.clone());
+                        async move {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            let (parts, body) = req.into_parts();
+                            let collected = body.collect().await;
+                            let (body, trailers) = match collected {
+                                Ok(c) => {
+                                    let trailers = c.trailers().cloned();
+                                    (c.to_bytes(), trailers)
+                                }
+                                Err(_) => (Bytes::new(), None),
+                            };
+                            let s = Seen {
+                                method: parts.method.to_string(),
+                                path: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                                trailers,
+                            };
+                            seen.lock().expect("seen").push(s.clone());
+                            Ok::<_, std::convert::Infallible>(handler(s).await)
+                        }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            addr,
+            hits,
+            seen,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .expect("seen")
+            .last()
+            .cloned()
+            .expect("a request was seen")
+    }
+}
+
+pub fn reply(status: StatusCode, upstream: &str, body: &str) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("x-upstream", upstream)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("reply")
+}
+
+/// A response as the test client received it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request over a fresh HTTP/1.1 or h2c (prior knowledge) connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>, h2: bool) -> Got {
+    let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
+    send_on(TokioIo::new(tcp), req, h2).await
+}
+
+pub async fn send_on<IO>(io: IO, req: Request<Full<Bytes>>, h2: bool) -> Got
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let response = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h2 response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h1 response")
+    };
+    collect(response).await
+}
+
+pub async fn collect(response: Response<Incoming>) -> Got {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Got {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET `path` with `Host: host` over HTTP/1.1.
+pub async fn get(addr: SocketAddr, path: &str) -> Got {
+    send(addr, request("GET", path, &[]), false).await
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test.local");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(Full::new(Bytes::new())).expect("request")
+}
+
+pub fn get_admin_text(admin: SocketAddr, path: &str) -> String {
+    // A blocking helper usable from sync and async tests alike.
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(admin).expect("connect admin");
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).expect("read admin");
+    out
+}
+
+/// Test PKI: a CA and leaf certificates signed by it, written as PEM files.
+pub struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub dir: std::path::PathBuf,
+}
+
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+}
+
+impl Pki {
+    pub fn new(dir: &std::path::Path) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wasmesh test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("ca cert");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
+        Pki {
+            ca,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn ca_file(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+
+    pub fn ca_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+
+    /// A leaf for `dns_names` (server) and/or `uri` (e.g. a SPIFFE ID for a client).
+    pub fn leaf(&self, name: &str, dns_names: &[&str], uri: Option<&str>) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(
+            dns_names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .expect("leaf params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        if let Some(uri) = uri {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.try_into().expect("uri")));
+        }
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign leaf");
+        let cert_path = self.dir.join(format!("{name}.pem"));
+        let key_path = self.dir.join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        Leaf {
+            cert: cert_path.display().to_string(),
+            key: key_path.display().to_string(),
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS client config trusting the test CA, offering `alpn`, optionally with a client cert.
+pub fn client_tls(pki: &Pki, alpn: &[&str], client: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der()).expect("add ca");
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(leaf) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(&leaf.cert)
+                .expect("cert file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certs");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A TLS server config for an upstream.
+pub fn server_tls(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&leaf.cert)
+        .expect("cert file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server cert");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Opens a TLS connection to `addr` with SNI `name`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    connector.connect(server_name, tcp).await
+}
+
+/// Polls `check` until it returns true or `limit` passes; for conditions that become true
+/// eventually (a health check flips), never for asserting how long something took.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A config with one listener on an ephemeral port in front of one cluster.
+pub fn simple_config(cluster_extra: &str, endpoints: &[SocketAddr], route_extra: &str) -> String {
+    let eps = endpoints
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    route_config: main
+    header_read_timeout: 1s
+routes:
+  - name: main
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: default
+            match: {{ prefix: "/" }}
+            cluster: backend
+{route_extra}
+clusters:
+  - name: backend
+    endpoints: [{eps}]
+{cluster_extra}
+admin:
+  address: "127.0.0.1:0"
+"#
+    )
+}
