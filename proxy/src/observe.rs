@@ -23,6 +23,17 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            // Histogram samples queue up until drained; without a scrape they would grow for
+            // ever, so drain them on a timer too.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             Some(handle)
         })
         .as_ref()
@@ -44,6 +55,10 @@ fn describe() {
     metrics::describe_counter!(
         "wasmesh_upstream_connections_total",
         "Upstream connections opened."
+    );
+    metrics::describe_gauge!(
+        "wasmesh_upstream_connections_active",
+        "Open upstream connections by cluster."
     );
     metrics::describe_counter!("wasmesh_upstream_retries_total", "Retries by cluster.");
     metrics::describe_gauge!(

@@ -153,10 +153,14 @@ async fn connect(inner: &Inner, permit: Permit) -> Result<UpstreamConn, ConnectE
     };
     metrics::counter!("wasmesh_upstream_connections_total", "cluster" => inner.cluster.clone())
         .increment(1);
+    let active =
+        metrics::gauge!("wasmesh_upstream_connections_active", "cluster" => inner.cluster.clone());
+    active.increment(1.0);
     Ok(UpstreamConn {
         io: TokioIo::new(stream),
         h2,
         _permit: permit,
+        active,
     })
 }
 
@@ -165,6 +169,13 @@ pub struct UpstreamConn {
     io: TokioIo<Stream>,
     h2: bool,
     _permit: Permit,
+    active: metrics::Gauge,
+}
+
+impl Drop for UpstreamConn {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
+    }
 }
 
 enum Stream {

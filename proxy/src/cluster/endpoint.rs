@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 /// Decay time constant of the latency estimate (Linkerd's default).
 const EWMA_TAU: Duration = Duration::from_secs(10);
+/// Latency assumed for an endpoint never measured (Linkerd's `default_rtt` idea), so that load
+/// still counts for it: cost = default_rtt × (in_flight + 1).
+pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -17,6 +20,8 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     outlier: Mutex<OutlierState>,
     ewma: Mutex<Ewma>,
+    /// Seconds; the estimate used until the first observation.
+    default_rtt: f64,
 }
 
 /// Passive health bookkeeping, updated by `outlier::OutlierDetector`.
@@ -38,18 +43,23 @@ struct Ewma {
 
 impl Endpoint {
     pub fn new(cluster: &str, address: &str) -> Arc<Endpoint> {
+        Endpoint::with_default_rtt(cluster, address, DEFAULT_RTT)
+    }
+
+    /// Like [`Endpoint::new`] with a chosen latency estimate for before the first observation.
+    pub fn with_default_rtt(cluster: &str, address: &str, default_rtt: Duration) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             cluster: cluster.to_string(),
             address: address.to_string(),
             healthy: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             outlier: Mutex::new(OutlierState::default()),
-            // Unmeasured endpoints cost nothing, so a new one is tried at once.
             ewma: Mutex::new(Ewma {
                 cost: 0.0,
                 stamp: Instant::now(),
                 measured: false,
             }),
+            default_rtt: default_rtt.as_secs_f64(),
         })
     }
 
@@ -87,12 +97,17 @@ impl Endpoint {
     }
 
     /// Peak-EWMA cost: the latency estimate times the load it would add to. The estimate decays
-    /// toward zero while an endpoint is not chosen, so one that was slow once is retried later
-    /// rather than starved forever.
+    /// toward zero while an endpoint is not chosen (as tower's `PeakEwma` decays on `load()`),
+    /// so one that was slow once is retried later rather than starved forever. Before the first
+    /// observation the estimate is the default RTT.
     pub fn ewma_cost(&self, now: Instant) -> f64 {
         let ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = now.saturating_duration_since(ewma.stamp).as_secs_f64();
-        let rtt = ewma.cost * (-idle / EWMA_TAU.as_secs_f64()).exp();
+        let rtt = if ewma.measured {
+            let idle = now.saturating_duration_since(ewma.stamp).as_secs_f64();
+            ewma.cost * (-idle / EWMA_TAU.as_secs_f64()).exp()
+        } else {
+            self.default_rtt
+        };
         rtt * (self.in_flight() as f64 + 1.0)
     }
 
@@ -123,7 +138,12 @@ pub struct InFlight {
 impl InFlight {
     /// Ends the request, recording how long the endpoint took to answer.
     pub fn finish(self, rtt: Duration) {
-        self.endpoint.observe_rtt(rtt, Instant::now());
+        self.finish_at(rtt, Instant::now());
+    }
+
+    /// [`InFlight::finish`] with an explicit clock reading (tests, or a caller that has one).
+    pub fn finish_at(self, rtt: Duration, now: Instant) {
+        self.endpoint.observe_rtt(rtt, now);
     }
 }
 
@@ -168,6 +188,27 @@ mod tests {
         // Load multiplies the cost.
         let _busy = e.start_request();
         assert!((e.ewma_cost(t2) - 2.0 * cost).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unmeasured_endpoint_costs_default_rtt_times_load() {
+        let e = Endpoint::with_default_rtt("c", "127.0.0.1:1", Duration::from_millis(2));
+        let now = Instant::now();
+        assert!((e.ewma_cost(now) - 0.002).abs() < 1e-12);
+        let _a = e.start_request();
+        let _b = e.start_request();
+        // Load still counts before any latency was measured.
+        assert!((e.ewma_cost(now + Duration::from_secs(60)) - 0.006).abs() < 1e-12);
+        assert!((Endpoint::new("c", "x:1").ewma_cost(now) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn finish_at_records_latency() {
+        let e = Endpoint::new("c", "127.0.0.1:1");
+        let t0 = Instant::now();
+        e.start_request().finish_at(Duration::from_millis(40), t0);
+        assert_eq!(e.in_flight(), 0);
+        assert!((e.ewma_cost(t0) - 0.040).abs() < 1e-12);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn build(
         }),
         LbPolicy::RingHash => Box::new(Ring::new(
             endpoints,
-            ring.map_or(128, |r| r.virtual_nodes),
+            ring.map_or(128, |r| r.virtual_nodes).max(1),
             rng(),
         )),
     }
@@ -232,7 +232,10 @@ mod tests {
         let order: Vec<_> = (0..6)
             .map(|_| lb.pick(&eps, &ctx(None)).expect("pick").address.clone())
             .collect();
-        assert_eq!(order[0..3], order[3..6]);
+        assert_eq!(
+            order,
+            ["10.0.0.0:80", "10.0.0.1:80", "10.0.0.2:80"].repeat(2)
+        );
         eps[1].set_healthy(false);
         let c = counts(lb.as_ref(), &eps, 100);
         assert_eq!(c.get("10.0.0.1:80"), None);
@@ -245,7 +248,7 @@ mod tests {
         let lb = build(LbPolicy::Random, None, &eps, Some(7));
         let c = counts(lb.as_ref(), &eps, 10_000);
         for (addr, n) in c {
-            assert!((2_250..=2_750).contains(&n), "{addr}: {n}");
+            assert!((2_375..=2_625).contains(&n), "{addr}: {n}");
         }
     }
 
@@ -333,9 +336,25 @@ mod tests {
 
     #[test]
     fn hash_key_is_stable() {
-        // Fixed values: a change here would remap every sticky session in a fleet.
-        assert_eq!(hash_key(b""), hash_key(b""));
+        // Pinned values: a change here would remap every sticky session in a fleet.
+        assert_eq!(hash_key(b""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(hash_key(b"user-1"), 0xc499_b5f8_a721_df58);
+        assert_eq!(hash_key(b"10.0.0.0:80_0"), 0x4799_87c2_9adc_b5b7);
         assert_ne!(hash_key(b"a"), hash_key(b"b"));
-        assert_eq!(hash_key(b"user-1"), hash_key(b"user-1"));
+    }
+
+    #[test]
+    fn ring_hash_without_a_key_spreads_randomly() {
+        let eps = endpoints(3);
+        let lb = build(LbPolicy::RingHash, None, &eps, Some(9));
+        let c = counts(lb.as_ref(), &eps, 3_000);
+        assert_eq!(c.len(), 3, "{c:?}");
+        // A zero-vnode setting still builds a usable ring (one point per endpoint).
+        let ring = RingHash {
+            header: "x-user".into(),
+            virtual_nodes: 0,
+        };
+        let lb = build(LbPolicy::RingHash, Some(&ring), &eps, Some(9));
+        assert!(lb.pick(&eps, &ctx(Some(1))).is_some());
     }
 }

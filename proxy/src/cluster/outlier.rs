@@ -56,6 +56,10 @@ impl OutlierDetector {
                 }
             }
             if state.ejected_until.is_some_and(|until| now < until) {
+                // Failures while ejected (panic-mode traffic) do not count toward the next
+                // ejection: a returning endpoint starts with a clean slate.
+                state.consecutive_5xx = 0;
+                state.consecutive_gateway_failures = 0;
                 return None;
             }
             let five = self.cfg.consecutive_5xx;
@@ -83,21 +87,21 @@ impl OutlierDetector {
         Some(duration)
     }
 
-    /// Envoy's rule: eject only while the ejected share stays within `max_ejection_percent`,
-    /// except that one endpoint may always be ejected from a cluster of two or more.
+    /// Envoy's rule (`DetectorImpl::ejectHost`): eject only while the share already ejected —
+    /// not counting this one — is strictly below `max_ejection_percent`, i.e.
+    /// `100 × ejected / n < max_ejection_percent`. So with any non-zero percent the first
+    /// ejection is always allowed, even from a one-endpoint cluster (the balancers' panic mode
+    /// then still sends to it); 50 % of 4 allows 2, 50 % of 3 allows 2, 10 % of 4 allows 1, and
+    /// 0 % disables ejection.
     fn may_eject(&self, endpoint: &Endpoint, all: &[Arc<Endpoint>], now: Instant) -> bool {
         let ejected = all
             .iter()
             .filter(|e| !std::ptr::eq(e.as_ref(), endpoint))
             .filter(|e| e.ejected_until().is_some_and(|until| now < until))
-            .count();
-        let allowed = (all.len() * self.cfg.max_ejection_percent as usize) / 100;
-        let allowed = if all.len() > 1 {
-            allowed.max(1)
-        } else {
-            allowed
-        };
-        ejected < allowed
+            .count() as u64;
+        let n = (all.len() as u64).max(1);
+        let max_percent = u64::from(self.cfg.max_ejection_percent.min(100));
+        ejected * 100 < max_percent * n
     }
 }
 
@@ -138,7 +142,19 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert!(!all[0].is_available(now));
-        assert!(all[0].is_available(now + Duration::from_secs(10)));
+        // Failures while ejected are not held against it once it is back.
+        for _ in 0..5 {
+            assert!(
+                d.observe(&all[0], &all, Outcome::ServerError, now)
+                    .is_none()
+            );
+        }
+        let back = now + Duration::from_secs(10);
+        assert!(all[0].is_available(back));
+        assert!(
+            d.observe(&all[0], &all, Outcome::ServerError, back)
+                .is_none()
+        );
     }
 
     #[test]
@@ -174,9 +190,33 @@ mod tests {
             d.observe(&all[2], &all, Outcome::ServerError, now)
                 .is_none()
         );
+        // Once the first two come back, ejection is possible again.
+        let later = now + Duration::from_secs(10);
+        assert!(
+            d.observe(&all[2], &all, Outcome::ServerError, later)
+                .is_some()
+        );
+        // Envoy's rule: 0 % ejected < 50 %, so even a lone endpoint is ejected.
         let single = eps(1);
         assert!(
             d.observe(&single[0], &single, Outcome::ServerError, now)
+                .is_some()
+        );
+        // 50 % of 3: 0 % and 33 % are below the limit, 66 % is not.
+        let three = eps(3);
+        let ejected = three
+            .iter()
+            .filter(|e| d.observe(e, &three, Outcome::ServerError, now).is_some())
+            .count();
+        assert_eq!(ejected, 2);
+        // 0 % disables ejection.
+        let off = OutlierDetector::new(OutlierDetection {
+            max_ejection_percent: 0,
+            ..d.cfg.clone()
+        });
+        let two = eps(2);
+        assert!(
+            off.observe(&two[0], &two, Outcome::ServerError, now)
                 .is_none()
         );
     }
