@@ -69,13 +69,13 @@ pub async fn handle(
     };
     let code = response.status().as_u16();
     metrics::counter!("wasmesh_requests_total",
-        "listener" => listener.name.to_string(),
-        "route" => route_name.to_string(),
+        "listener" => listener.name.clone(),
+        "route" => route_name.clone(),
         "code" => code.to_string())
     .increment(1);
     metrics::histogram!("wasmesh_request_duration_seconds",
-        "listener" => listener.name.to_string(),
-        "route" => route_name.to_string())
+        "listener" => listener.name.clone(),
+        "route" => route_name)
     .record(start.elapsed().as_secs_f64());
     Ok(response)
 }
@@ -243,7 +243,7 @@ async fn send_with_retries(
             Attempt::Response(mut response, guards) => {
                 let status = response.status();
                 if !last && policy.is_some_and(|p| retriable_status(p, status)) {
-                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.to_string()).increment(1);
+                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.clone()).increment(1);
                     drop(response);
                     drop(guards);
                     back_off(policy, attempt).await;
@@ -257,7 +257,7 @@ async fn send_with_retries(
             }
             Attempt::Failed(failure) => {
                 if !last && policy.is_some_and(|p| retriable_failure(p, &failure)) {
-                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.to_string()).increment(1);
+                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.clone()).increment(1);
                     back_off(policy, attempt).await;
                     continue;
                 }
@@ -338,7 +338,7 @@ async fn try_once(
     let result = tokio::time::timeout(per_try, upstream.client.request(outgoing)).await;
     drop::<Permit>(pending);
     let rtt = sent.elapsed();
-    let cluster_label = cluster.name.to_string();
+    let cluster_label = cluster.name.clone();
     match result {
         Ok(Ok(response)) => {
             let outcome = if response.status().is_server_error() {
@@ -584,8 +584,10 @@ fn prepare_headers(
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
     );
+    let mut id_buf = uuid::Uuid::encode_buffer();
     if !headers.contains_key("x-request-id")
-        && let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        && let Ok(value) =
+            HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf))
     {
         headers.insert("x-request-id", value);
     }
