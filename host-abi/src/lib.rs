@@ -1,6 +1,52 @@
 //! `wasmesh-host`: the proxy-wasm ABI host on wasmtime.
 //!
-//! It loads a filter module, detects its ABI version, links the host functions and drives the
-//! context lifecycle. It knows nothing about sockets or the proxy's types: the proxy talks to it
-//! through a small trait for what only the proxy knows (the headers of this stream, properties,
-//! HTTP callouts, a metrics sink).
+//! It loads a filter module, detects its ABI version (0.2.1, 0.2.0 or 0.1.0), refuses at load
+//! time a module that imports anything this host does not provide, pre-links it once, and runs
+//! one VM replica per worker. It knows nothing about sockets or the proxy's types: the proxy
+//! hands it a stream's headers and bodies as plain data and answers its questions about the
+//! stream through the [`StreamEnv`] trait.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use wasmesh_host::{Host, HostConfig, PluginConfig, StreamEnv, Action};
+//!
+//! struct NoAttributes;
+//! impl StreamEnv for NoAttributes {
+//!     fn property(&self, _path: &[&str]) -> Option<Vec<u8>> { None }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = Host::new(HostConfig::default())?;
+//! let wasm = std::fs::read("filter.wasm")?;
+//! let plugin = host.load_plugin(PluginConfig::new("my-filter"), &wasm)?;
+//! let mut stream = plugin.http_stream(Arc::new(NoAttributes))?;
+//! stream.data.request_headers = vec![(":path".into(), b"/".to_vec())];
+//! match stream.on_request_headers(true)? {
+//!     Action::Continue => { /* forward with stream.data.request_headers */ }
+//!     Action::Pause => { /* a local response, or wait for stream.resumed() */ }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Failures inside a filter (traps, deadline overruns, exhausted memory) come back as
+//! [`FilterFailure`]; the proxy applies the plugin's [`FailurePolicy`], and the failed replica
+//! is rebuilt on its next use. The host never panics on guest input.
+
+pub mod abi;
+pub mod headers;
+mod host;
+mod hostcalls;
+mod metrics;
+mod plugin;
+mod shared;
+mod state;
+mod stream;
+mod wasi;
+
+pub use abi::{AbiVersion, Action};
+pub use headers::HeaderMap;
+pub use host::{Host, HostConfig};
+pub use metrics::PluginMetrics;
+pub use plugin::{FailureKind, FailurePolicy, FilterFailure, LoadError, Plugin, PluginConfig};
+pub use state::StreamData;
+pub use stream::{HttpStream, LocalResponse, StreamEnv};

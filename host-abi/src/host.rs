@@ -1,0 +1,181 @@
+//! The process-wide host: one wasmtime `Engine` (epoch interruption, pooling allocator), the
+//! linker with every host function, the on-disk cache of precompiled modules, and the state
+//! plugins share.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+};
+
+use crate::abi::AbiVersion;
+use crate::plugin::{LoadError, Plugin, PluginConfig};
+use crate::state::{HostShared, HostState, PluginInfo};
+
+/// How the host is set up.
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    /// Where precompiled modules are kept between runs; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Most VM replicas alive at once; sizes the pooling allocator.
+    pub max_instances: Option<u32>,
+}
+
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    provided: HashSet<(String, String)>,
+    shared: Arc<HostShared>,
+    cache_dir: Option<PathBuf>,
+    next_key: AtomicUsize,
+}
+
+/// Each pooled memory slot reserves this much address space; filters are small.
+const POOLED_MEMORY_MAX: usize = 256 * 1024 * 1024;
+
+fn engine(config: &HostConfig) -> Result<Engine, LoadError> {
+    let mut cfg = Config::new();
+    cfg.epoch_interruption(true);
+    cfg.max_wasm_stack(512 * 1024);
+    let mut pooling = PoolingAllocationConfig::default();
+    let instances = config.max_instances.unwrap_or(256);
+    pooling
+        .total_core_instances(instances)
+        .total_memories(instances)
+        .total_tables(instances)
+        .max_memory_size(POOLED_MEMORY_MAX);
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    match Engine::new(&cfg) {
+        Ok(engine) => Ok(engine),
+        Err(err) => {
+            // Some sandboxes refuse the large address-space reservation; run without pooling.
+            tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
+            cfg.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            Engine::new(&cfg).map_err(|e| LoadError::Engine(format!("{e:#}")))
+        }
+    }
+}
+
+impl Host {
+    pub fn new(config: HostConfig) -> Result<Arc<Host>, LoadError> {
+        let engine = engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        let mut provided = HashSet::new();
+        crate::hostcalls::link(&mut linker, &mut provided)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        crate::wasi::link(&mut linker, &mut provided)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        // Epoch ticks drive callback deadlines; the thread ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Arc::new(Host {
+            engine,
+            linker,
+            provided,
+            shared: Arc::new(HostShared::default()),
+            cache_dir: config.cache_dir,
+            next_key: AtomicUsize::new(1),
+        }))
+    }
+
+    /// Compiles a module, or loads its precompiled form from the cache. The cache key covers
+    /// the module's digest and the engine's compatibility hash (wasmtime version and settings).
+    pub fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Module, LoadError> {
+        let compile_err = |e: wasmtime::Error| LoadError::Compile {
+            plugin: plugin.to_string(),
+            message: format!("{e:#}"),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return Module::new(&self.engine, wasm).map_err(compile_err);
+        };
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let digest = Sha256::digest(wasm);
+        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{name}-{:016x}.cwasm", engine_hash.finish()));
+        if path.exists() {
+            // SAFETY: the file was written by `Module::serialize` of this same engine
+            // configuration (the name carries its compatibility hash and the source digest),
+            // into a directory this host owns.
+            match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                Ok(module) => return Ok(module),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "ignoring unusable cached module")
+                }
+            }
+        }
+        let module = Module::new(&self.engine, wasm).map_err(compile_err)?;
+        if let Ok(bytes) = module.serialize() {
+            let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, &bytes))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(err) = written {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot cache precompiled module");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(module)
+    }
+
+    /// Loads a plugin: compiles (or reuses) the module, checks its ABI version and imports,
+    /// pre-links it, and builds its replicas (VM start and configure included).
+    pub fn load_plugin(&self, config: PluginConfig, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let module = self.compile(&config.name, wasm)?;
+        let abi =
+            AbiVersion::from_exports(module.exports().map(|e| e.name())).ok_or_else(|| {
+                LoadError::NoAbiVersion {
+                    plugin: config.name.clone(),
+                }
+            })?;
+        let missing: Vec<String> = module
+            .imports()
+            .filter(|i| {
+                !self
+                    .provided
+                    .contains(&(i.module().to_string(), i.name().to_string()))
+            })
+            .map(|i| format!("{}.{}", i.module(), i.name()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingImports {
+                plugin: config.name.clone(),
+                imports: missing,
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Instantiate {
+                plugin: config.name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let info = PluginInfo {
+            name: config.name.clone(),
+            root_id: config.root_id.clone(),
+            vm_id: config.vm_id.clone(),
+            vm_config: config.vm_config.clone(),
+            plugin_config: config.plugin_config.clone(),
+            abi,
+            key: self.next_key.fetch_add(1, Ordering::Relaxed),
+        };
+        Plugin::new(info, config, self.engine.clone(), pre, self.shared.clone())
+    }
+}

@@ -1,0 +1,756 @@
+//! The `env.proxy_*` host functions of ABI v0.2.1, v0.2.0 and v0.1.0.
+//!
+//! Each answers within the status set the SDKs accept for it (NOTES §3.2): the Rust SDK panics
+//! on any other status, so, for example, writes to a header map that does not exist in the
+//! current context answer `OK` and change nothing, rather than `NOT_FOUND`. Host services this
+//! build does not offer yet (HTTP and gRPC callouts) answer `INTERNAL_FAILURE`, which every SDK
+//! handles as a failed dispatch.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{IntoFunc, Linker};
+
+use crate::abi::{MetricType, buffer, map, status};
+use crate::headers::{self, HeaderMap};
+use crate::shared::QueueOwner;
+use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
+use crate::stream::LocalResponse;
+
+type R = wasmtime::Result<i32>;
+
+/// Turns a guest-memory or argument problem into the status it answers with.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(status) => return Ok(status),
+        }
+    };
+}
+
+fn def<Params, Results>(
+    linker: &mut Linker<HostState>,
+    provided: &mut HashSet<(String, String)>,
+    name: &str,
+    f: impl IntoFunc<HostState, Params, Results>,
+) -> wasmtime::Result<()> {
+    provided.insert(("env".to_string(), name.to_string()));
+    linker.func_wrap("env", name, f)?;
+    Ok(())
+}
+
+fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i32> {
+    let Some(stream) = state.stream.as_ref() else {
+        return match map_type {
+            0..=7 => Ok(None),
+            _ => Err(status::BAD_ARGUMENT),
+        };
+    };
+    Ok(match map_type {
+        map::HTTP_REQUEST_HEADERS => Some(&stream.request_headers),
+        map::HTTP_REQUEST_TRAILERS => Some(&stream.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => Some(&stream.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => Some(&stream.response_trailers),
+        4..=7 => None,
+        _ => return Err(status::BAD_ARGUMENT),
+    })
+}
+
+fn header_map_mut(state: &mut HostState, map_type: i32) -> Result<Option<&mut HeaderMap>, i32> {
+    let Some(stream) = state.stream.as_mut() else {
+        return match map_type {
+            0..=7 => Ok(None),
+            _ => Err(status::BAD_ARGUMENT),
+        };
+    };
+    Ok(match map_type {
+        map::HTTP_REQUEST_HEADERS => Some(&mut stream.request_headers),
+        map::HTTP_REQUEST_TRAILERS => Some(&mut stream.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => Some(&mut stream.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => Some(&mut stream.response_trailers),
+        4..=7 => None,
+        _ => return Err(status::BAD_ARGUMENT),
+    })
+}
+
+fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
+    match buffer_type {
+        buffer::HTTP_REQUEST_BODY => state
+            .stream
+            .as_ref()
+            .map(|s| s.request_body.clone())
+            .ok_or(status::NOT_FOUND),
+        buffer::HTTP_RESPONSE_BODY => state
+            .stream
+            .as_ref()
+            .map(|s| s.response_body.clone())
+            .ok_or(status::NOT_FOUND),
+        buffer::VM_CONFIGURATION => Ok(state.plugin.vm_config.clone()),
+        buffer::PLUGIN_CONFIGURATION => Ok(state.plugin.plugin_config.clone()),
+        buffer::FOREIGN_FUNCTION_ARGUMENTS => Ok(state.foreign_args.clone()),
+        buffer::DOWNSTREAM_DATA
+        | buffer::UPSTREAM_DATA
+        | buffer::HTTP_CALL_RESPONSE_BODY
+        | buffer::GRPC_CALL_MESSAGE => Err(status::NOT_FOUND),
+        _ => Err(status::BAD_ARGUMENT),
+    }
+}
+
+/// Replaces `size` bytes at `start` (start 0 with size 0 prepends; start at or past the end
+/// appends), as the ABI defines `proxy_set_buffer_bytes`.
+pub(crate) fn splice(buf: &mut Vec<u8>, start: usize, size: usize, value: &[u8]) {
+    let start = start.min(buf.len());
+    let end = start.saturating_add(size).min(buf.len());
+    buf.splice(start..end, value.iter().copied());
+}
+
+/// Property paths arrive as NUL-separated segments.
+fn property_path(bytes: &[u8]) -> Result<Vec<String>, i32> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|seg| !seg.is_empty())
+        .map(|seg| String::from_utf8(seg.to_vec()).map_err(|_| status::BAD_ARGUMENT))
+        .collect()
+}
+
+pub(crate) fn link(
+    linker: &mut Linker<HostState>,
+    provided: &mut HashSet<(String, String)>,
+) -> wasmtime::Result<()> {
+    // --- context lifecycle ---
+    def(linker, provided, "proxy_done", |mut c: Ctx<'_>| -> R {
+        c.data_mut().done_requested = true;
+        Ok(status::OK)
+    })?;
+    def(
+        linker,
+        provided,
+        "proxy_set_effective_context",
+        |mut c: Ctx<'_>, ctx: i32| -> R {
+            let id = ctx as u32;
+            let state = c.data_mut();
+            if id == state.root_context_id || state.signals.contains_key(&id) {
+                state.effective = id;
+                Ok(status::OK)
+            } else {
+                Ok(status::BAD_ARGUMENT)
+            }
+        },
+    )?;
+
+    // --- logging, time, timers ---
+    def(
+        linker,
+        provided,
+        "proxy_log",
+        |mut c: Ctx<'_>, level: i32, ptr: i32, len: i32| -> R {
+            let message = tri!(read(&mut c, ptr, len));
+            let message = String::from_utf8_lossy(&message);
+            let plugin = c.data().plugin.name.as_str();
+            match level {
+                0 => tracing::trace!(target: "wasm", plugin, "{message}"),
+                1 => tracing::debug!(target: "wasm", plugin, "{message}"),
+                2 => tracing::info!(target: "wasm", plugin, "{message}"),
+                3 => tracing::warn!(target: "wasm", plugin, "{message}"),
+                4 | 5 => tracing::error!(target: "wasm", plugin, "{message}"),
+                _ => return Ok(status::BAD_ARGUMENT),
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_log_level",
+        |mut c: Ctx<'_>, out: i32| -> R {
+            use tracing::level_filters::LevelFilter;
+            let level = match LevelFilter::current() {
+                LevelFilter::TRACE => 0,
+                LevelFilter::DEBUG => 1,
+                LevelFilter::INFO => 2,
+                LevelFilter::WARN => 3,
+                LevelFilter::ERROR => 4,
+                _ => 5,
+            };
+            tri!(write_u32(&mut c, out, level));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_current_time_nanoseconds",
+        |mut c: Ctx<'_>, out: i32| -> R {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            tri!(write_u64(&mut c, out, now));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_set_tick_period_milliseconds",
+        |mut c: Ctx<'_>, ms: i32| -> R {
+            c.data_mut().tick_period =
+                (ms > 0).then(|| std::time::Duration::from_millis(ms as u32 as u64));
+            Ok(status::OK)
+        },
+    )?;
+
+    // --- configuration and buffers ---
+    def(
+        linker,
+        provided,
+        "proxy_get_configuration",
+        |mut c: Ctx<'_>, ptr_out: i32, len_out: i32| -> R {
+            let config = c.data().plugin.plugin_config.clone();
+            return_bytes(&mut c, &config, ptr_out, len_out)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_buffer_bytes",
+        |mut c: Ctx<'_>, ty: i32, start: i32, max: i32, ptr_out: i32, len_out: i32| -> R {
+            let bytes = tri!(buffer_bytes(c.data(), ty));
+            let (start, max) = (start as u32 as usize, max as u32 as usize);
+            if start > bytes.len() {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let end = start.saturating_add(max).min(bytes.len());
+            let slice = bytes[start..end].to_vec();
+            return_bytes(&mut c, &slice, ptr_out, len_out)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_set_buffer_bytes",
+        |mut c: Ctx<'_>, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> R {
+            let value = tri!(read(&mut c, ptr, len));
+            let Some(stream) = c.data_mut().stream.as_mut() else {
+                return Ok(status::NOT_FOUND);
+            };
+            let buf = match ty {
+                buffer::HTTP_REQUEST_BODY => &mut stream.request_body,
+                buffer::HTTP_RESPONSE_BODY => &mut stream.response_body,
+                2..=8 => return Ok(status::NOT_FOUND),
+                _ => return Ok(status::BAD_ARGUMENT),
+            };
+            splice(buf, start as u32 as usize, size as u32 as usize, &value);
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_buffer_status",
+        |mut c: Ctx<'_>, ty: i32, len_out: i32, flags_out: i32| -> R {
+            let len = tri!(buffer_bytes(c.data(), ty)).len() as u32;
+            tri!(write_u32(&mut c, len_out, len));
+            tri!(write_u32(&mut c, flags_out, 0));
+            Ok(status::OK)
+        },
+    )?;
+
+    // --- header maps ---
+    def(
+        linker,
+        provided,
+        "proxy_get_header_map_size",
+        |mut c: Ctx<'_>, ty: i32, out: i32| -> R {
+            let size = match tri!(header_map(c.data(), ty)) {
+                Some(m) => headers::serialize(m).len(),
+                None => 4,
+            };
+            tri!(write_u32(&mut c, out, size as u32));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_header_map_pairs",
+        |mut c: Ctx<'_>, ty: i32, ptr_out: i32, len_out: i32| -> R {
+            let bytes = match tri!(header_map(c.data(), ty)) {
+                Some(m) => headers::serialize(m),
+                None => headers::serialize(&[]),
+            };
+            return_bytes(&mut c, &bytes, ptr_out, len_out)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_set_header_map_pairs",
+        |mut c: Ctx<'_>, ty: i32, ptr: i32, len: i32| -> R {
+            let bytes = tri!(read(&mut c, ptr, len));
+            let Ok(pairs) = headers::deserialize(&bytes) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
+                *m = pairs;
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_header_map_value",
+        |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            let value = match tri!(header_map(c.data(), ty)) {
+                Some(m) => m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
+                None => None,
+            };
+            match value {
+                Some(v) => return_bytes(&mut c, &v, ptr_out, len_out),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_add_header_map_value",
+        |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            let value = tri!(read(&mut c, vp, vl));
+            if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
+                m.push((key, value));
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_replace_header_map_value",
+        |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            let value = tri!(read(&mut c, vp, vl));
+            if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
+                m.retain(|(k, _)| *k != key);
+                m.push((key, value));
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_remove_header_map_value",
+        |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
+                m.retain(|(k, _)| *k != key);
+            }
+            Ok(status::OK)
+        },
+    )?;
+
+    // --- stream control ---
+    fn resume(c: &mut Ctx<'_>) -> i32 {
+        let state = c.data();
+        if let Some(signals) = state.signals.get(&state.effective) {
+            signals.resume.notify_one();
+        }
+        status::OK
+    }
+    def(
+        linker,
+        provided,
+        "proxy_continue_stream",
+        |mut c: Ctx<'_>, ty: i32| -> R {
+            if !(0..=3).contains(&ty) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            Ok(resume(&mut c))
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_continue_request",
+        |mut c: Ctx<'_>| -> R { Ok(resume(&mut c)) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_continue_response",
+        |mut c: Ctx<'_>| -> R { Ok(resume(&mut c)) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_close_stream",
+        |mut c: Ctx<'_>, ty: i32| -> R {
+            if !(0..=3).contains(&ty) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            if let Some(stream) = c.data_mut().stream.as_mut() {
+                stream.close_requested = true;
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_clear_route_cache",
+        |mut c: Ctx<'_>| -> R {
+            if let Some(stream) = c.data_mut().stream.as_mut() {
+                stream.clear_route_cache = true;
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_status",
+        |mut c: Ctx<'_>, code_out: i32, ptr_out: i32, len_out: i32| -> R {
+            // Only meaningful in callout responses, which this build does not make.
+            tri!(write_u32(&mut c, code_out, 0));
+            return_bytes(&mut c, &[], ptr_out, len_out)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_send_local_response",
+        |mut c: Ctx<'_>,
+         status_code: i32,
+         dp: i32,
+         dl: i32,
+         bp: i32,
+         bl: i32,
+         hp: i32,
+         hl: i32,
+         grpc: i32|
+         -> R {
+            let details = String::from_utf8_lossy(&tri!(read(&mut c, dp, dl))).into_owned();
+            let body = tri!(read(&mut c, bp, bl));
+            let header_bytes = tri!(read(&mut c, hp, hl));
+            let Ok(headers) = headers::deserialize(&header_bytes) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let response = LocalResponse {
+                status: status_code as u32,
+                details,
+                body,
+                headers,
+                grpc_status: (grpc >= 0).then_some(grpc as u32),
+            };
+            match c.data_mut().stream.as_mut() {
+                Some(stream) => stream.local_response = Some(response),
+                None => tracing::debug!("proxy_send_local_response outside a stream ignored"),
+            }
+            Ok(status::OK)
+        },
+    )?;
+
+    // --- callouts (not offered by this build) ---
+    def(
+        linker,
+        provided,
+        "proxy_http_call",
+        |_c: Ctx<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> R { Ok(status::INTERNAL_FAILURE) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_grpc_call",
+        |_c: Ctx<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> R { Ok(status::INTERNAL_FAILURE) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_grpc_stream",
+        |_c: Ctx<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> R { Ok(status::INTERNAL_FAILURE) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_grpc_send",
+        |_c: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> R { Ok(status::NOT_FOUND) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_grpc_cancel",
+        |_c: Ctx<'_>, _: i32| -> R { Ok(status::NOT_FOUND) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_grpc_close",
+        |_c: Ctx<'_>, _: i32| -> R { Ok(status::NOT_FOUND) },
+    )?;
+
+    // --- shared data and queues ---
+    def(
+        linker,
+        provided,
+        "proxy_get_shared_data",
+        |mut c: Ctx<'_>, kp: i32, kl: i32, ptr_out: i32, len_out: i32, cas_out: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl));
+            let vm = c.data().plugin.vm_id.clone();
+            let Some((value, cas)) = c.data().shared.data.get(&vm, &key) else {
+                return Ok(status::NOT_FOUND);
+            };
+            tri!(write_u32(&mut c, cas_out, cas));
+            return_bytes(&mut c, &value, ptr_out, len_out)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_set_shared_data",
+        |mut c: Ctx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> R {
+            let key = tri!(read_str(&mut c, kp, kl));
+            let value = tri!(read(&mut c, vp, vl));
+            let vm = c.data().plugin.vm_id.clone();
+            Ok(c.data().shared.data.set(&vm, &key, value, cas as u32))
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_register_shared_queue",
+        |mut c: Ctx<'_>, np: i32, nl: i32, out: i32| -> R {
+            let name = tri!(read_str(&mut c, np, nl));
+            let state = c.data();
+            let owner = QueueOwner {
+                plugin: state.plugin.key,
+                replica: state.replica,
+            };
+            let id = state
+                .shared
+                .data
+                .register_queue(&state.plugin.vm_id, &name, owner);
+            tri!(write_u32(&mut c, out, id));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_resolve_shared_queue",
+        |mut c: Ctx<'_>, vp: i32, vl: i32, np: i32, nl: i32, out: i32| -> R {
+            let vm = tri!(read_str(&mut c, vp, vl));
+            let name = tri!(read_str(&mut c, np, nl));
+            let Some(id) = c.data().shared.data.resolve_queue(&vm, &name) else {
+                return Ok(status::NOT_FOUND);
+            };
+            tri!(write_u32(&mut c, out, id));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_enqueue_shared_queue",
+        |mut c: Ctx<'_>, id: i32, vp: i32, vl: i32| -> R {
+            let value = tri!(read(&mut c, vp, vl));
+            let owner = tri!(c.data().shared.data.enqueue(id as u32, value));
+            let plugin = c
+                .data()
+                .shared
+                .plugins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&owner.plugin)
+                .and_then(std::sync::Weak::upgrade);
+            if let Some(plugin) = plugin {
+                plugin.notify_queue(owner.replica, id as u32);
+            }
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_dequeue_shared_queue",
+        |mut c: Ctx<'_>, id: i32, ptr_out: i32, len_out: i32| -> R {
+            let value = tri!(c.data().shared.data.dequeue(id as u32));
+            return_bytes(&mut c, &value, ptr_out, len_out)
+        },
+    )?;
+
+    // --- metrics ---
+    def(
+        linker,
+        provided,
+        "proxy_define_metric",
+        |mut c: Ctx<'_>, ty: i32, np: i32, nl: i32, out: i32| -> R {
+            let Some(kind) = MetricType::from_raw(ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let name = tri!(read_str(&mut c, np, nl));
+            let id = c.data().metrics.define(kind, &name);
+            tri!(write_u32(&mut c, out, id));
+            Ok(status::OK)
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_increment_metric",
+        |c: Ctx<'_>, id: i32, delta: i64| -> R { Ok(c.data().metrics.increment(id as u32, delta)) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_record_metric",
+        |c: Ctx<'_>, id: i32, value: i64| -> R { Ok(c.data().metrics.record(id as u32, value)) },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_get_metric",
+        |mut c: Ctx<'_>, id: i32, out: i32| -> R {
+            let Some(value) = c.data().metrics.get(id as u32) else {
+                return Ok(status::NOT_FOUND);
+            };
+            tri!(write_u64(&mut c, out, value as u64));
+            Ok(status::OK)
+        },
+    )?;
+
+    // --- properties ---
+    def(
+        linker,
+        provided,
+        "proxy_get_property",
+        |mut c: Ctx<'_>, pp: i32, pl: i32, ptr_out: i32, len_out: i32| -> R {
+            let raw = tri!(read(&mut c, pp, pl));
+            let path = tri!(property_path(&raw));
+            let joined = path.join(".");
+            let state = c.data();
+            let value = match joined.as_str() {
+                "plugin_name" => Some(state.plugin.name.as_bytes().to_vec()),
+                "plugin_root_id" => Some(state.plugin.root_id.as_bytes().to_vec()),
+                "plugin_vm_id" => Some(state.plugin.vm_id.as_bytes().to_vec()),
+                _ => state.stream.as_ref().and_then(|s| {
+                    s.filter_state.get(&joined).cloned().or_else(|| {
+                        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+                        s.env.property(&segments)
+                    })
+                }),
+            };
+            match value {
+                Some(v) => return_bytes(&mut c, &v, ptr_out, len_out),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    def(
+        linker,
+        provided,
+        "proxy_set_property",
+        |mut c: Ctx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> R {
+            let raw = tri!(read(&mut c, pp, pl));
+            let path = tri!(property_path(&raw)).join(".");
+            let value = tri!(read(&mut c, vp, vl));
+            match c.data_mut().stream.as_mut() {
+                Some(stream) => {
+                    stream.filter_state.insert(path, value);
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+
+    // --- foreign functions ---
+    def(
+        linker,
+        provided,
+        "proxy_call_foreign_function",
+        |mut c: Ctx<'_>, np: i32, nl: i32, ap: i32, al: i32, ptr_out: i32, len_out: i32| -> R {
+            let name = tri!(read_str(&mut c, np, nl));
+            let args = tri!(read(&mut c, ap, al));
+            let result = match name.as_str() {
+                // Digest of the arguments; lets filters hash without shipping a hash crate.
+                "sha256" => Sha256::digest(&args).to_vec(),
+                // Envoy's declare_property: properties here are untyped, so declaring is a no-op.
+                "declare_property" => Vec::new(),
+                _ => return Ok(status::NOT_FOUND),
+            };
+            return_bytes(&mut c, &result, ptr_out, len_out)
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_follows_the_abi() {
+        let mut b = b"hello".to_vec();
+        splice(&mut b, 0, 0, b">> ");
+        assert_eq!(b, b">> hello");
+        splice(&mut b, 100, 0, b"!");
+        assert_eq!(b, b">> hello!");
+        splice(&mut b, 3, 5, b"world");
+        assert_eq!(b, b">> world!");
+        splice(&mut b, 0, usize::MAX, b"");
+        assert_eq!(b, b"");
+    }
+
+    #[test]
+    fn property_paths_split_on_nul() {
+        assert_eq!(
+            property_path(b"request\0path"),
+            Ok(vec!["request".into(), "path".into()])
+        );
+        assert_eq!(
+            property_path(b"plugin_name"),
+            Ok(vec!["plugin_name".into()])
+        );
+        assert_eq!(property_path(b"\xff"), Err(status::BAD_ARGUMENT));
+    }
+}

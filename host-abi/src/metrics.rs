@@ -1,0 +1,143 @@
+//! Metrics a filter defines (`proxy_define_metric` and friends). Values are kept per plugin,
+//! shared by its replicas, and mirrored into the process's `metrics` recorder as
+//! `wasmesh_filter_<name>{plugin="…"}` so they appear on the proxy's `/stats`.
+
+use std::sync::Mutex;
+
+use crate::abi::{MetricType, status};
+
+#[derive(Debug)]
+struct Metric {
+    name: String,
+    prom_name: String,
+    kind: MetricType,
+    value: i64,
+}
+
+/// One plugin's metrics; ids are indexes + 1 and stay stable across replicas.
+#[derive(Debug)]
+pub struct PluginMetrics {
+    plugin: String,
+    metrics: Mutex<Vec<Metric>>,
+}
+
+/// Prometheus names allow `[a-zA-Z0-9_:]`; anything else becomes `_`.
+fn prometheus_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("wasmesh_filter_{cleaned}")
+}
+
+impl PluginMetrics {
+    pub fn new(plugin: &str) -> PluginMetrics {
+        PluginMetrics {
+            plugin: plugin.to_string(),
+            metrics: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn define(&self, kind: MetricType, name: &str) -> u32 {
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = metrics
+            .iter()
+            .position(|m| m.name == name && m.kind == kind)
+        {
+            return i as u32 + 1;
+        }
+        metrics.push(Metric {
+            name: name.to_string(),
+            prom_name: prometheus_name(name),
+            kind,
+            value: 0,
+        });
+        metrics.len() as u32
+    }
+
+    pub fn increment(&self, id: u32, delta: i64) -> i32 {
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = id.checked_sub(1).and_then(|i| metrics.get_mut(i as usize)) else {
+            return status::NOT_FOUND;
+        };
+        match m.kind {
+            MetricType::Counter if delta < 0 => return status::BAD_ARGUMENT,
+            MetricType::Counter => {
+                metrics::counter!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                    .increment(delta as u64);
+            }
+            MetricType::Gauge => {
+                metrics::gauge!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                    .set((m.value.saturating_add(delta)) as f64);
+            }
+            MetricType::Histogram => return status::BAD_ARGUMENT,
+        }
+        m.value = m.value.saturating_add(delta);
+        status::OK
+    }
+
+    pub fn record(&self, id: u32, value: i64) -> i32 {
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = id.checked_sub(1).and_then(|i| metrics.get_mut(i as usize)) else {
+            return status::NOT_FOUND;
+        };
+        match m.kind {
+            MetricType::Counter => {
+                if value < m.value {
+                    return status::BAD_ARGUMENT;
+                }
+                metrics::counter!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                    .increment((value - m.value) as u64);
+            }
+            MetricType::Gauge => {
+                metrics::gauge!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                    .set(value as f64);
+            }
+            MetricType::Histogram => {
+                metrics::histogram!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                    .record(value as f64);
+            }
+        }
+        m.value = value;
+        status::OK
+    }
+
+    pub fn get(&self, id: u32) -> Option<i64> {
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        id.checked_sub(1)
+            .and_then(|i| metrics.get(i as usize))
+            .map(|m| m.value)
+    }
+
+    /// Every metric as (name, type, value), for tests and admin output.
+    pub fn snapshot(&self) -> Vec<(String, MetricType, i64)> {
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.kind, m.value))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_refuse_to_go_down() {
+        let m = PluginMetrics::new("p");
+        let id = m.define(MetricType::Counter, "reqs");
+        assert_eq!(m.define(MetricType::Counter, "reqs"), id);
+        assert_eq!(m.increment(id, 2), status::OK);
+        assert_eq!(m.increment(id, -1), status::BAD_ARGUMENT);
+        assert_eq!(m.get(id), Some(2));
+        assert_eq!(m.increment(99, 1), status::NOT_FOUND);
+        assert_eq!(prometheus_name("a.b-c"), "wasmesh_filter_a_b_c");
+    }
+}

@@ -1,0 +1,613 @@
+//! A loaded plugin: its module pre-linked once (`InstancePre`), and one VM replica per worker,
+//! each a wasmtime `Store` with its own root context. A stream picks a replica when it starts and
+//! keeps it; the replica is locked only for the length of one callback, so many streams
+//! interleave in one VM (as in Envoy).
+//!
+//! Every callback runs under an epoch deadline and the store's memory cap. A trap, a deadline
+//! overrun or an allocation failure marks the replica failed: the failure is counted in
+//! `wasmesh_filter_failures_total{plugin,kind}`, returned to the proxy (which applies the
+//! plugin's failure policy), and the replica is rebuilt from the pre-linked module the next time
+//! a stream needs it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap};
+
+use crate::abi::Action;
+use crate::metrics::PluginMetrics;
+use crate::state::{HostShared, HostState, PluginInfo, StreamData};
+use crate::stream::{HttpStream, StreamEnv, StreamSignals};
+
+/// What a plugin failing means for the request it was handling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Answer 503.
+    #[default]
+    FailClosed,
+    /// Skip the plugin and carry on.
+    FailOpen,
+}
+
+/// How one plugin is run.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    /// Handed to `proxy_on_vm_start` as the `VM_CONFIGURATION` buffer.
+    pub vm_config: Vec<u8>,
+    /// Handed to `proxy_on_configure` as the `PLUGIN_CONFIGURATION` buffer.
+    pub plugin_config: Vec<u8>,
+    pub failure_policy: FailurePolicy,
+    /// Longest one callback may run.
+    pub deadline: Duration,
+    /// Cap on each replica's linear memory.
+    pub memory_limit: usize,
+    /// VM replicas (one per worker thread is the usual choice).
+    pub replicas: usize,
+}
+
+impl PluginConfig {
+    pub fn new(name: &str) -> PluginConfig {
+        PluginConfig {
+            name: name.to_string(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_config: Vec::new(),
+            plugin_config: Vec::new(),
+            failure_policy: FailurePolicy::FailClosed,
+            deadline: Duration::from_millis(100),
+            memory_limit: 64 * 1024 * 1024,
+            replicas: 2,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded or a replica built.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin \"{plugin}\": not a valid Wasm module: {message}")]
+    Compile { plugin: String, message: String },
+    #[error(
+        "plugin \"{plugin}\": the module exports no proxy-wasm ABI marker (proxy_abi_version_0_2_1, _0_2_0 or _0_1_0)"
+    )]
+    NoAbiVersion { plugin: String },
+    #[error("plugin \"{plugin}\": the module imports functions this host does not provide: {}", .imports.join(", "))]
+    MissingImports {
+        plugin: String,
+        imports: Vec<String>,
+    },
+    #[error("plugin \"{plugin}\": instantiation failed: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("plugin \"{plugin}\": {callback} returned false")]
+    Rejected {
+        plugin: String,
+        callback: &'static str,
+    },
+    #[error("plugin \"{plugin}\": {0}", plugin = .1)]
+    Failure(FilterFailure, String),
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+/// What went wrong inside a filter callback.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FilterFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest trapped (panic, `unreachable`, out-of-bounds access, failed allocation…).
+    Trap,
+    /// The callback ran past its deadline.
+    Timeout,
+    /// The replica this stream was on failed earlier, or could not be rebuilt.
+    Unavailable,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) struct Replica {
+    store: Store<HostState>,
+    instance: Instance,
+}
+
+struct Slot {
+    replica: Option<Replica>,
+    /// Bumped each time the replica is rebuilt; streams of an older generation are orphaned.
+    generation: u64,
+}
+
+pub struct Plugin {
+    pub(crate) info: Arc<PluginInfo>,
+    config: PluginConfig,
+    engine: Engine,
+    pre: InstancePre<HostState>,
+    shared: Arc<HostShared>,
+    metrics: Arc<PluginMetrics>,
+    slots: Vec<Mutex<Slot>>,
+    next_replica: AtomicUsize,
+    next_context: AtomicU32,
+    tick_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        for task in self
+            .tick_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        // Root contexts end with the plugin (as Envoy's do when a VM is torn down).
+        for index in 0..self.slots.len() {
+            let mut slot = self.lock(index);
+            if let Some(replica) = slot.replica.as_mut() {
+                let root = replica.store.data().root_context_id;
+                let _ = call(&self.config, replica, "proxy_on_done", (root as i32,));
+                let _ = call_unit(&self.config, replica, "proxy_on_delete", (root as i32,));
+            }
+        }
+    }
+}
+
+fn classify(err: &wasmtime::Error) -> FailureKind {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Timeout,
+        _ => FailureKind::Trap,
+    }
+}
+
+fn failure(err: wasmtime::Error) -> FilterFailure {
+    FilterFailure {
+        kind: classify(&err),
+        message: format!("{err:#}"),
+    }
+}
+
+fn arm_deadline(config: &PluginConfig, replica: &mut Replica) {
+    // The epoch ticks every millisecond (see `Host`); a deadline is at least one tick.
+    let ticks = (config.deadline.as_millis() as u64).max(1);
+    replica.store.set_epoch_deadline(ticks);
+}
+
+/// Calls an `i32`-returning export with `args`; `Ok(None)` if the module does not export it.
+fn call<P: wasmtime::WasmParams>(
+    config: &PluginConfig,
+    replica: &mut Replica,
+    name: &str,
+    args: P,
+) -> Result<Option<i32>, FilterFailure> {
+    let Ok(func) = replica
+        .instance
+        .get_typed_func::<P, i32>(&mut replica.store, name)
+    else {
+        return Ok(None);
+    };
+    arm_deadline(config, replica);
+    func.call(&mut replica.store, args)
+        .map(Some)
+        .map_err(failure)
+}
+
+fn call_unit<P: wasmtime::WasmParams>(
+    config: &PluginConfig,
+    replica: &mut Replica,
+    name: &str,
+    args: P,
+) -> Result<bool, FilterFailure> {
+    let Ok(func) = replica
+        .instance
+        .get_typed_func::<P, ()>(&mut replica.store, name)
+    else {
+        return Ok(false);
+    };
+    arm_deadline(config, replica);
+    func.call(&mut replica.store, args)
+        .map(|()| true)
+        .map_err(failure)
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        info: PluginInfo,
+        config: PluginConfig,
+        engine: Engine,
+        pre: InstancePre<HostState>,
+        shared: Arc<HostShared>,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let replicas = config.replicas.max(1);
+        let plugin = Arc::new(Plugin {
+            metrics: Arc::new(PluginMetrics::new(&info.name)),
+            info: Arc::new(info),
+            config,
+            engine,
+            pre,
+            shared,
+            slots: (0..replicas)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        replica: None,
+                        generation: 0,
+                    })
+                })
+                .collect(),
+            next_replica: AtomicUsize::new(0),
+            // Context ids are unique within the plugin and never reused.
+            next_context: AtomicU32::new(1),
+            tick_tasks: Mutex::new(Vec::new()),
+        });
+        plugin
+            .shared
+            .plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.info.key, Arc::downgrade(&plugin));
+        // Build every replica now: a plugin whose VM start or configure fails is refused at
+        // load time, before any request depends on it.
+        for index in 0..replicas {
+            let mut slot = plugin.lock(index);
+            let replica = plugin.instantiate(index)?;
+            slot.replica = Some(replica);
+            slot.generation = 1;
+            drop(slot);
+            plugin.start_tick(index, 1);
+        }
+        Ok(plugin)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The ABI version the module declared.
+    pub fn abi_version(&self) -> crate::abi::AbiVersion {
+        self.info.abi
+    }
+
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.config.failure_policy
+    }
+
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Slot> {
+        self.slots[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_context_id(&self) -> u32 {
+        self.next_context.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn instantiate(&self, index: usize) -> Result<Replica, LoadError> {
+        let plugin = self.info.name.clone();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit)
+            .instances(1)
+            .build();
+        let root = self.new_context_id();
+        let state = HostState {
+            plugin: self.info.clone(),
+            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
+            limits,
+            replica: index,
+            root_context_id: root,
+            effective: root,
+            stream: None,
+            signals: HashMap::new(),
+            tick_period: None,
+            foreign_args: Vec::new(),
+            done_requested: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline((self.config.deadline.as_millis() as u64).max(1));
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiate {
+                plugin: plugin.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let mut replica = Replica { store, instance };
+        let cfg = &self.config;
+        let fail = |f: FilterFailure| LoadError::Failure(f, plugin.clone());
+        // WASI reactor start-up, then the ABI's VM and plugin start.
+        if !call_unit(cfg, &mut replica, "_initialize", ()).map_err(fail)? {
+            call_unit(cfg, &mut replica, "_start", ()).map_err(fail)?;
+        } else {
+            call(cfg, &mut replica, "main", (0i32, 0i32)).map_err(fail)?;
+        }
+        call_unit(
+            cfg,
+            &mut replica,
+            "proxy_on_context_create",
+            (root as i32, 0i32),
+        )
+        .map_err(fail)?;
+        let vm_config_len = self.info.vm_config.len() as i32;
+        if call(
+            cfg,
+            &mut replica,
+            "proxy_on_vm_start",
+            (root as i32, vm_config_len),
+        )
+        .map_err(fail)?
+            == Some(0)
+        {
+            return Err(LoadError::Rejected {
+                plugin,
+                callback: "proxy_on_vm_start",
+            });
+        }
+        let plugin_config_len = self.info.plugin_config.len() as i32;
+        if call(
+            cfg,
+            &mut replica,
+            "proxy_on_configure",
+            (root as i32, plugin_config_len),
+        )
+        .map_err(fail)?
+            == Some(0)
+        {
+            return Err(LoadError::Rejected {
+                plugin,
+                callback: "proxy_on_configure",
+            });
+        }
+        Ok(replica)
+    }
+
+    /// Marks a replica failed after a callback failure; it is rebuilt on next use.
+    fn fail_replica(&self, slot: &mut Slot, failure: &FilterFailure) {
+        slot.replica = None;
+        slot.generation += 1;
+        metrics::counter!("wasmesh_filter_failures_total",
+            "plugin" => self.info.name.clone(), "kind" => failure.kind.as_str())
+        .increment(1);
+        tracing::warn!(plugin = %self.info.name, kind = %failure.kind, error = %failure.message,
+            "filter failed; its VM replica will be rebuilt");
+    }
+
+    /// Starts a stream on the next replica (round robin), rebuilding it first if it failed.
+    pub fn http_stream(
+        self: &Arc<Self>,
+        env: Arc<dyn StreamEnv>,
+    ) -> Result<HttpStream, FilterFailure> {
+        let index = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.lock(index);
+        if slot.replica.is_none() {
+            match self.instantiate(index) {
+                Ok(replica) => {
+                    slot.replica = Some(replica);
+                    let generation = slot.generation;
+                    drop(slot);
+                    self.start_tick(index, generation);
+                    slot = self.lock(index);
+                }
+                Err(err) => {
+                    return Err(FilterFailure {
+                        kind: FailureKind::Unavailable,
+                        message: err.to_string(),
+                    });
+                }
+            }
+        }
+        let generation = slot.generation;
+        let context_id = self.new_context_id();
+        let signals = Arc::new(StreamSignals::default());
+        let Some(replica) = slot.replica.as_mut() else {
+            return Err(FilterFailure {
+                kind: FailureKind::Unavailable,
+                message: "replica unavailable".into(),
+            });
+        };
+        let root = replica.store.data().root_context_id;
+        replica
+            .store
+            .data_mut()
+            .signals
+            .insert(context_id, signals.clone());
+        replica.store.data_mut().effective = context_id;
+        if let Err(f) = call_unit(
+            &self.config,
+            replica,
+            "proxy_on_context_create",
+            (context_id as i32, root as i32),
+        ) {
+            self.fail_replica(&mut slot, &f);
+            return Err(f);
+        }
+        Ok(HttpStream {
+            plugin: self.clone(),
+            replica: index,
+            generation,
+            context_id,
+            signals,
+            data: StreamData::new(env),
+        })
+    }
+
+    /// Runs one stream callback with the stream's data as the effective context.
+    pub(crate) fn stream_callback(
+        &self,
+        stream: &mut HttpStream,
+        name: &str,
+        n: i32,
+        end_of_stream: Option<bool>,
+    ) -> Result<Action, FilterFailure> {
+        let mut slot = self.lock(stream.replica);
+        if slot.generation != stream.generation {
+            return Err(FilterFailure {
+                kind: FailureKind::Unavailable,
+                message: "the VM replica this stream ran on failed".into(),
+            });
+        }
+        let Some(replica) = slot.replica.as_mut() else {
+            return Err(FilterFailure {
+                kind: FailureKind::Unavailable,
+                message: "replica unavailable".into(),
+            });
+        };
+        let env = stream.data.env.clone();
+        let data = std::mem::replace(&mut stream.data, StreamData::new(env));
+        {
+            let state = replica.store.data_mut();
+            state.stream = Some(data);
+            state.effective = stream.context_id;
+        }
+        let ctx = stream.context_id as i32;
+        let result = match end_of_stream {
+            Some(eos) => match call(&self.config, replica, name, (ctx, n, eos as i32)) {
+                // ABI 0.1.0 header callbacks take no end_of_stream.
+                Ok(None) => call(&self.config, replica, name, (ctx, n)),
+                other => other,
+            },
+            None => call(&self.config, replica, name, (ctx, n)),
+        };
+        let state = replica.store.data_mut();
+        if let Some(data) = state.stream.take() {
+            stream.data = data;
+        }
+        state.effective = state.root_context_id;
+        match result {
+            Ok(raw) => Ok(raw.map_or(Action::Continue, Action::from_raw)),
+            Err(f) => {
+                self.fail_replica(&mut slot, &f);
+                Err(f)
+            }
+        }
+    }
+
+    /// Ends a stream's context: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub(crate) fn finish_stream(&self, stream: &mut HttpStream) {
+        let mut slot = self.lock(stream.replica);
+        if slot.generation != stream.generation {
+            return;
+        }
+        let Some(replica) = slot.replica.as_mut() else {
+            return;
+        };
+        let env = stream.data.env.clone();
+        let data = std::mem::replace(&mut stream.data, StreamData::new(env));
+        let ctx = stream.context_id as i32;
+        replica.store.data_mut().stream = Some(data);
+        replica.store.data_mut().effective = stream.context_id;
+        let result = call(&self.config, replica, "proxy_on_done", (ctx,))
+            .and_then(|_| call_unit(&self.config, replica, "proxy_on_log", (ctx,)))
+            .and_then(|_| call_unit(&self.config, replica, "proxy_on_delete", (ctx,)));
+        let state = replica.store.data_mut();
+        state.stream = None;
+        state.signals.remove(&stream.context_id);
+        state.effective = state.root_context_id;
+        if let Err(f) = result {
+            self.fail_replica(&mut slot, &f);
+        }
+    }
+
+    /// Runs a root-context callback (tick, queue ready) on one replica.
+    pub(crate) fn root_callback(
+        &self,
+        index: usize,
+        generation: u64,
+        name: &str,
+        arg: Option<i32>,
+    ) -> bool {
+        let mut slot = self.lock(index);
+        if slot.generation != generation {
+            return false;
+        }
+        let Some(replica) = slot.replica.as_mut() else {
+            return false;
+        };
+        let root = replica.store.data().root_context_id as i32;
+        let result = match arg {
+            Some(a) => call_unit(&self.config, replica, name, (root, a)),
+            None => call_unit(&self.config, replica, name, (root,)),
+        };
+        if let Err(f) = result {
+            self.fail_replica(&mut slot, &f);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn generation(&self, index: usize) -> u64 {
+        self.lock(index).generation
+    }
+
+    /// A tokio interval calling `proxy_on_tick` if the replica asked for one; it ends when the
+    /// replica is rebuilt or the plugin dropped.
+    fn start_tick(self: &Arc<Self>, index: usize, generation: u64) {
+        let period = {
+            let slot = self.lock(index);
+            slot.replica
+                .as_ref()
+                .and_then(|r| r.store.data().tick_period)
+        };
+        let Some(period) = period else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Plugin> = Arc::downgrade(self);
+        let task = runtime.spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let Some(plugin) = weak.upgrade() else { return };
+                if !plugin.root_callback(index, generation, "proxy_on_tick", None) {
+                    return;
+                }
+            }
+        });
+        self.tick_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    /// Tells the registering root context that its queue has items.
+    pub(crate) fn notify_queue(self: &Arc<Self>, replica: usize, queue_id: u32) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let plugin = self.clone();
+        // Never inline: the enqueueing callback may hold this very replica.
+        runtime.spawn(async move {
+            let generation = plugin.generation(replica);
+            plugin.root_callback(
+                replica,
+                generation,
+                "proxy_on_queue_ready",
+                Some(queue_id as i32),
+            );
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! What a VM replica's store holds (the host side of one VM), and safe access to guest memory:
+//! every pointer and length is checked against the guest's memory before it is used.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Caller, Extern, StoreLimits};
+
+use crate::abi::{AbiVersion, status};
+use crate::headers::HeaderMap;
+use crate::metrics::PluginMetrics;
+use crate::plugin::Plugin;
+use crate::shared::SharedState;
+use crate::stream::{LocalResponse, StreamEnv, StreamSignals};
+use std::sync::{Mutex, Weak};
+
+/// A plugin's identity and configuration, shared by its replicas.
+#[derive(Debug)]
+pub struct PluginInfo {
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    pub vm_config: Vec<u8>,
+    pub plugin_config: Vec<u8>,
+    pub abi: AbiVersion,
+    /// Unique per loaded plugin; tells shared-queue owners apart.
+    pub key: usize,
+}
+
+/// The data of the stream whose callback is running (the "effective context").
+pub struct StreamData {
+    pub request_headers: HeaderMap,
+    pub request_trailers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub response_trailers: HeaderMap,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    pub local_response: Option<LocalResponse>,
+    pub env: Arc<dyn StreamEnv>,
+    /// Values set with `proxy_set_property`, readable by later `proxy_get_property` calls.
+    pub filter_state: HashMap<String, Vec<u8>>,
+    pub clear_route_cache: bool,
+    pub close_requested: bool,
+}
+
+impl StreamData {
+    pub fn new(env: Arc<dyn StreamEnv>) -> StreamData {
+        StreamData {
+            request_headers: Vec::new(),
+            request_trailers: Vec::new(),
+            response_headers: Vec::new(),
+            response_trailers: Vec::new(),
+            request_body: Vec::new(),
+            response_body: Vec::new(),
+            local_response: None,
+            env,
+            filter_state: HashMap::new(),
+            clear_route_cache: false,
+            close_requested: false,
+        }
+    }
+}
+
+/// What all plugins of one host share: shared data and queues, and the plugins themselves so a
+/// queue's owner can be told about new items.
+#[derive(Default)]
+pub struct HostShared {
+    pub data: SharedState,
+    pub plugins: Mutex<HashMap<usize, Weak<Plugin>>>,
+}
+
+pub struct HostState {
+    pub plugin: Arc<PluginInfo>,
+    pub shared: Arc<HostShared>,
+    pub metrics: Arc<PluginMetrics>,
+    pub limits: StoreLimits,
+    pub replica: usize,
+    pub root_context_id: u32,
+    /// The context the running callback is for.
+    pub effective: u32,
+    /// Present while a stream callback runs.
+    pub stream: Option<StreamData>,
+    /// Live stream contexts of this VM, so `proxy_set_effective_context` + `proxy_continue_stream`
+    /// from a root callback can resume the right one.
+    pub signals: HashMap<u32, Arc<StreamSignals>>,
+    pub tick_period: Option<Duration>,
+    pub foreign_args: Vec<u8>,
+    pub done_requested: bool,
+}
+
+pub(crate) type Ctx<'a> = Caller<'a, HostState>;
+
+/// A guest-memory problem answered as a status, never a host panic.
+pub(crate) const OOB: i32 = status::INVALID_MEMORY_ACCESS;
+
+fn memory(caller: &mut Ctx<'_>) -> Option<wasmtime::Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Reads `len` bytes at `ptr`; a null pointer with length 0 is the ABI's "absent" and reads as
+/// empty.
+pub(crate) fn read(caller: &mut Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>, i32> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let mem = memory(caller).ok_or(OOB)?;
+    let data = mem.data(&*caller);
+    let end = ptr.checked_add(len).ok_or(OOB)?;
+    data.get(ptr..end).map(<[u8]>::to_vec).ok_or(OOB)
+}
+
+pub(crate) fn read_str(caller: &mut Ctx<'_>, ptr: i32, len: i32) -> Result<String, i32> {
+    let bytes = read(caller, ptr, len)?;
+    String::from_utf8(bytes).map_err(|_| status::BAD_ARGUMENT)
+}
+
+pub(crate) fn write(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> Result<(), i32> {
+    let ptr = ptr as u32 as usize;
+    let mem = memory(caller).ok_or(OOB)?;
+    let data = mem.data_mut(&mut *caller);
+    let end = ptr.checked_add(bytes.len()).ok_or(OOB)?;
+    let dst = data.get_mut(ptr..end).ok_or(OOB)?;
+    dst.copy_from_slice(bytes);
+    Ok(())
+}
+
+pub(crate) fn write_u32(caller: &mut Ctx<'_>, ptr: i32, value: u32) -> Result<(), i32> {
+    write(caller, ptr, &value.to_le_bytes())
+}
+
+pub(crate) fn write_u64(caller: &mut Ctx<'_>, ptr: i32, value: u64) -> Result<(), i32> {
+    write(caller, ptr, &value.to_le_bytes())
+}
+
+/// Copies `bytes` into memory the guest allocates (ownership passes to the guest, as the ABI
+/// says) and writes its address and length to the two out-pointers.
+pub(crate) fn return_bytes(
+    caller: &mut Ctx<'_>,
+    bytes: &[u8],
+    ptr_out: i32,
+    len_out: i32,
+) -> wasmtime::Result<i32> {
+    let addr = if bytes.is_empty() {
+        0
+    } else {
+        match allocate(caller, bytes.len())? {
+            Some(addr) => addr,
+            None => return Ok(status::INTERNAL_FAILURE),
+        }
+    };
+    if !bytes.is_empty()
+        && let Err(st) = write(caller, addr as i32, bytes)
+    {
+        return Ok(st);
+    }
+    if let Err(st) = write_u32(caller, ptr_out, addr) {
+        return Ok(st);
+    }
+    if let Err(st) = write_u32(caller, len_out, bytes.len() as u32) {
+        return Ok(st);
+    }
+    Ok(status::OK)
+}
+
+/// Calls the guest's allocator: `proxy_on_memory_allocate`, or the legacy `malloc`.
+fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> {
+    let Ok(size) = i32::try_from(size) else {
+        return Ok(None);
+    };
+    let func = ["proxy_on_memory_allocate", "malloc"]
+        .iter()
+        .find_map(|name| caller.get_export(name).and_then(Extern::into_func));
+    let Some(func) = func else {
+        return Ok(None);
+    };
+    let typed = func.typed::<i32, i32>(&*caller)?;
+    let addr = typed.call(&mut *caller, size)?;
+    Ok((addr != 0).then_some(addr as u32))
+}

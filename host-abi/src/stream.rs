@@ -1,0 +1,113 @@
+//! One HTTP stream through one plugin: the proxy feeds it headers (and later bodies and
+//! trailers), the filter's callbacks run on the replica the stream was pinned to, and the
+//! filter's edits, local responses and pause/resume decisions come back.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::abi::Action;
+use crate::headers::HeaderMap;
+use crate::plugin::{FilterFailure, Plugin};
+use crate::state::StreamData;
+
+/// What only the proxy knows about a stream: its attributes, by Envoy's attribute paths
+/// (`request.path`, `source.address`, `connection.mtls`, …), as the bytes Envoy would return.
+pub trait StreamEnv: Send + Sync {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// A reply made by the filter itself (`proxy_send_local_response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub details: String,
+    pub body: Vec<u8>,
+    pub headers: HeaderMap,
+    /// `None` unless the filter answered with a gRPC status.
+    pub grpc_status: Option<u32>,
+}
+
+/// Wakes a paused stream when its filter calls `proxy_continue_stream` (or the 0.1.0 forms).
+#[derive(Debug, Default)]
+pub struct StreamSignals {
+    pub(crate) resume: Notify,
+}
+
+/// One stream's state in one plugin. Dropping it ends the context (`proxy_on_done`,
+/// `proxy_on_log`, `proxy_on_delete`).
+pub struct HttpStream {
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) replica: usize,
+    pub(crate) generation: u64,
+    pub(crate) context_id: u32,
+    pub(crate) signals: Arc<StreamSignals>,
+    /// The stream's headers, bodies and trailers as the filter sees and edits them.
+    pub data: StreamData,
+}
+
+impl HttpStream {
+    /// Runs `proxy_on_request_headers`; `data.request_headers` holds the map before and after.
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.request_headers.len() as i32;
+        self.callback("proxy_on_request_headers", n, end_of_stream)
+    }
+
+    /// Runs `proxy_on_request_body` over everything buffered in `data.request_body`.
+    pub fn on_request_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.request_body.len() as i32;
+        self.callback("proxy_on_request_body", n, end_of_stream)
+    }
+
+    pub fn on_request_trailers(&mut self) -> Result<Action, FilterFailure> {
+        let n = self.data.request_trailers.len() as i32;
+        self.callback2("proxy_on_request_trailers", n)
+    }
+
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.response_headers.len() as i32;
+        self.callback("proxy_on_response_headers", n, end_of_stream)
+    }
+
+    pub fn on_response_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.response_body.len() as i32;
+        self.callback("proxy_on_response_body", n, end_of_stream)
+    }
+
+    pub fn on_response_trailers(&mut self) -> Result<Action, FilterFailure> {
+        let n = self.data.response_trailers.len() as i32;
+        self.callback2("proxy_on_response_trailers", n)
+    }
+
+    /// The local response the filter sent, if any (taken once).
+    pub fn take_local_response(&mut self) -> Option<LocalResponse> {
+        self.data.local_response.take()
+    }
+
+    /// Waits until the filter resumes a paused stream.
+    pub async fn resumed(&self) {
+        self.signals.resume.notified().await;
+    }
+
+    /// The plugin this stream runs in.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    fn callback(&mut self, name: &str, n: i32, eos: bool) -> Result<Action, FilterFailure> {
+        let plugin = self.plugin.clone();
+        plugin.stream_callback(self, name, n, Some(eos))
+    }
+
+    fn callback2(&mut self, name: &str, n: i32) -> Result<Action, FilterFailure> {
+        let plugin = self.plugin.clone();
+        plugin.stream_callback(self, name, n, None)
+    }
+}
+
+impl Drop for HttpStream {
+    fn drop(&mut self) {
+        let plugin = self.plugin.clone();
+        plugin.finish_stream(self);
+    }
+}

@@ -1,0 +1,131 @@
+//! A probe filter written against the published `proxy-wasm` SDK, the way an Envoy filter
+//! author would. What it does is chosen per request by headers, so the tests can drive each
+//! host function through one module:
+//!
+//! - always: adds `x-probe-config: <plugin config>` to the request and `x-probe: response` to
+//!   the response, removes request header `x-remove-me`, counts requests in shared data (the
+//!   count is echoed in `x-probe-count`), bumps the `probe_requests` counter metric, and logs;
+//! - `:path` `/local`: answers 418 itself with header `x-local: yes` and body `local reply`;
+//! - `x-probe-property: NAME`: copies property NAME (dot-separated) into `x-property`;
+//! - `x-probe-trap`: panics (a trap); `x-probe-loop`: spins forever; `x-probe-grow`: allocates
+//!   until memory runs out.
+
+use std::cell::Cell;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(ProbeRoot { config: String::new(), metric: Cell::new(None) })
+    });
+}}
+
+struct ProbeRoot {
+    config: String,
+    metric: Cell<Option<u32>>,
+}
+
+impl Context for ProbeRoot {}
+
+impl RootContext for ProbeRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self
+            .get_plugin_configuration()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if config == "reject" {
+            return false;
+        }
+        self.config = config;
+        if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, "probe_requests")
+        {
+            self.metric.set(Some(id));
+        }
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe {
+            config: self.config.clone(),
+            metric: self.metric.get(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Probe {
+    config: String,
+    metric: Option<u32>,
+}
+
+impl Context for Probe {}
+
+impl Probe {
+    fn count(&self) -> u64 {
+        // Compare-and-swap loop: concurrent replicas of the same vm_id share this key.
+        loop {
+            let (value, cas) = self.get_shared_data("probe_count");
+            let n = value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            if self
+                .set_shared_data("probe_count", Some(n.to_string().as_bytes()), cas)
+                .is_ok()
+            {
+                return n;
+            }
+        }
+    }
+}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.get_http_request_header("x-probe-trap").is_some() {
+            panic!("probe asked to trap");
+        }
+        if self.get_http_request_header("x-probe-loop").is_some() {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if self.get_http_request_header("x-probe-grow").is_some() {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        if let Some(id) = self.metric {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        }
+        let n = self.count();
+        proxy_wasm::hostcalls::log(LogLevel::Info, &format!("probe request {n}")).ok();
+        if self.get_http_request_header(":path").as_deref() == Some("/local") {
+            self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
+            return Action::Pause;
+        }
+        if let Some(name) = self.get_http_request_header("x-probe-property") {
+            let path: Vec<&str> = name.split('.').collect();
+            if let Some(value) = self.get_property(path) {
+                self.set_http_request_header("x-property", Some(&String::from_utf8_lossy(&value)));
+            }
+        }
+        self.set_http_request_header("x-probe-config", Some(&self.config));
+        self.set_http_request_header("x-remove-me", None);
+        self.set_http_request_header("x-probe-count", Some(&n.to_string()));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.add_http_response_header("x-probe", "response");
+        Action::Continue
+    }
+}

@@ -1,0 +1,5 @@
+//! Paths of the Wasm filters built for the tests (see `build.rs`).
+
+/// `probe/`: a filter written against the published `proxy-wasm` crate whose behaviour is
+/// chosen by request headers, so one module exercises many host functions.
+pub const PROBE_WASM: &str = env!("WASMESH_PROBE_FILTER_WASM");
