@@ -26,6 +26,8 @@ use crate::cluster::breaker::Permit;
 use crate::cluster::endpoint::InFlight;
 use crate::cluster::outlier::Outcome;
 use crate::config::{RetryOn, RetryPolicy};
+use crate::filter::{self, Phase, RequestAttributes};
+use crate::route::Route;
 use crate::server::Snapshot;
 use crate::tls::identity::TlsInfo;
 
@@ -36,6 +38,7 @@ const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 pub struct ListenerContext {
     pub name: Arc<str>,
     pub route_config: String,
+    pub filter_chain: Option<String>,
     pub forward_client_cert: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub requests: Arc<tokio::sync::Semaphore>,
@@ -93,13 +96,109 @@ async fn route_and_forward(
             local_reply(StatusCode::NOT_FOUND, "no route configuration"),
         );
     };
-    let authority = request_authority(&req);
-    let Some(route) = table.select(&authority, req.uri().path(), req.headers()) else {
+    let mut authority = request_authority(&req);
+    let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
             no_route,
             local_reply(StatusCode::NOT_FOUND, "no route matched"),
         );
     };
+
+    let upgrade = is_upgrade(&req);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
+
+    // Filters run on the request as the router would send it, and may re-route it.
+    let chain = filter_chain(snapshot, listener, route);
+    let mut streams = Vec::new();
+    if !chain.is_empty() {
+        let env = Arc::new(RequestAttributes {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            host: authority.clone(),
+            scheme: if conn.tls.is_some() { "https" } else { "http" },
+            id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            source: conn.peer,
+            destination: conn.local,
+            tls: conn.tls.clone(),
+            route_name: route.name.to_string(),
+            cluster_name: route.action.pick_cluster().to_string(),
+            listener_name: listener.name.to_string(),
+        });
+        let mut pairs = filter::request_pairs(
+            &parts.method,
+            &parts.uri,
+            &authority,
+            env.scheme,
+            &parts.headers,
+        );
+        let end_of_stream = incoming.is_end_stream();
+        match filter::request_headers(
+            &chain,
+            &env,
+            &mut pairs,
+            end_of_stream,
+            route.timeout,
+            &mut streams,
+        )
+        .await
+        {
+            Phase::Continue => {}
+            Phase::Respond(local) => {
+                let response = hold_until_done(local_response(local), Box::new(streams));
+                return (route.name.clone(), response);
+            }
+            Phase::Failed(message) => {
+                tracing::warn!(route = %route.name, error = %message, "filter failed; answering 503 (fail_closed)");
+                return (
+                    route.name.clone(),
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed"),
+                );
+            }
+        }
+        let pseudo = filter::apply_pairs(&pairs, &mut parts.headers);
+        if let Some(method) = pseudo
+            .get("method")
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        {
+            parts.method = method;
+        }
+        if let Some(path) = pseudo
+            .get("path")
+            .and_then(|p| Uri::try_from(p.as_str()).ok())
+        {
+            parts.uri = path;
+        }
+        if let Some(new_authority) = pseudo.get("authority") {
+            if *new_authority != authority
+                && let Ok(value) = HeaderValue::from_str(new_authority)
+            {
+                parts.headers.insert(header::HOST, value);
+            }
+            authority = new_authority.clone();
+        }
+        if streams.iter().any(|s| s.data.clear_route_cache) {
+            match table.select(&authority, parts.uri.path(), &parts.headers) {
+                Some(again) => route = again,
+                None => {
+                    return (
+                        route.name.clone(),
+                        local_reply(StatusCode::NOT_FOUND, "no route matched"),
+                    );
+                }
+            }
+        }
+    }
+
     let route_name = route.name.clone();
     let cluster_name = route.action.pick_cluster();
     let Some(cluster) = snapshot.clusters.get(&**cluster_name) else {
@@ -108,11 +207,6 @@ async fn route_and_forward(
             local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found"),
         );
     };
-
-    let upgrade = is_upgrade(&req);
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, incoming) = req.into_parts();
-    prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
 
     let policy = route.retry.as_ref();
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
@@ -131,7 +225,7 @@ async fn route_and_forward(
         path,
         headers: parts.headers,
     };
-    let (response, upstream_upgrade) = tokio::time::timeout(
+    let (mut response, upstream_upgrade) = tokio::time::timeout(
         route.timeout,
         send_with_retries(cluster, &request, body, policy, route.timeout),
     )
@@ -142,6 +236,30 @@ async fn route_and_forward(
             None,
         )
     });
+    if !streams.is_empty() {
+        let mut pairs = filter::response_pairs(response.status(), response.headers());
+        let end_of_stream = response.body().is_end_stream();
+        match filter::response_headers(&mut streams, &mut pairs, end_of_stream, route.timeout).await
+        {
+            Phase::Continue => {
+                let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
+                if let Some(status) = pseudo
+                    .get("status")
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                {
+                    *response.status_mut() = status;
+                }
+            }
+            Phase::Respond(local) => response = local_response(local),
+            Phase::Failed(message) => {
+                tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
+                response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
+            }
+        }
+        // The filters' contexts end when the response body does (on_done, on_log, on_delete).
+        response = hold_until_done(response, Box::new(streams));
+    }
     if let (Some(downstream), Some(upstream)) = (downstream_upgrade, upstream_upgrade) {
         splice_upgrade(downstream, upstream);
     }
@@ -672,6 +790,40 @@ impl http_body::Body for GuardedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The listener's chain followed by the route's.
+fn filter_chain(
+    snapshot: &Snapshot,
+    listener: &ListenerContext,
+    route: &Route,
+) -> Vec<Arc<wasmesh_host::Plugin>> {
+    let mut chain = Vec::new();
+    for name in [listener.filter_chain.as_ref(), route.filter_chain.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(plugins) = snapshot.chains.get(name) {
+            chain.extend(plugins.iter().cloned());
+        }
+    }
+    chain
+}
+
+/// A reply a filter made (`proxy_send_local_response`).
+fn local_response(local: wasmesh_host::LocalResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(local.body));
+    *response.status_mut() = u16::try_from(local.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    filter::apply_pairs(&local.headers, response.headers_mut());
+    if let Some(grpc) = local.grpc_status
+        && let Ok(value) = HeaderValue::from_str(&grpc.to_string())
+    {
+        response.headers_mut().insert("grpc-status", value);
+    }
+    response
 }
 
 /// A reply the proxy makes itself.

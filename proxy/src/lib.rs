@@ -21,6 +21,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod filter;
 pub mod forward;
 pub mod listener;
 pub mod observe;

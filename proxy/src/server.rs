@@ -36,6 +36,8 @@ pub enum StartError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Chain(#[from] crate::filter::ChainError),
     #[error("listener \"{listener}\": {source}")]
     Tls {
         listener: String,
@@ -67,6 +69,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub route_tables: HashMap<String, Arc<RouteTable>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Loaded filter chains by name.
+    pub chains: HashMap<String, crate::filter::Chain>,
 }
 
 impl Snapshot {
@@ -79,11 +83,13 @@ impl Snapshot {
         for cc in &config.clusters {
             clusters.insert(cc.name.clone(), Cluster::build(cc)?);
         }
+        let chains = crate::filter::load_chains(&config.filter_chains)?;
         Ok(Snapshot {
             generation,
             config: Arc::new(config),
             route_tables,
             clusters,
+            chains,
         })
     }
 
@@ -196,6 +202,7 @@ impl Control {
             context: Arc::new(ListenerContext {
                 name: lc.name.as_str().into(),
                 route_config: lc.route_config.clone(),
+                filter_chain: lc.filter_chain.clone(),
                 forward_client_cert: lc.forward_client_cert,
                 snapshot: self.snapshot.clone(),
                 requests: Arc::new(tokio::sync::Semaphore::new(lc.max_requests)),

@@ -407,6 +407,12 @@ pub struct Plugin {
     pub vm_id: String,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// Longest one filter callback may run before it is stopped and counted as a failure.
+    #[serde(default = "defaults::plugin_deadline", with = "duration")]
+    pub deadline: Duration,
+    /// Cap on each VM replica's linear memory, in bytes.
+    #[serde(default = "defaults::plugin_memory_limit")]
+    pub memory_limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -486,6 +492,12 @@ pub(crate) mod defaults {
     }
     pub fn pool_idle_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn plugin_deadline() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn plugin_memory_limit() -> usize {
+        64 * 1024 * 1024
     }
     pub fn pool_max_idle() -> usize {
         64

@@ -581,6 +581,15 @@ impl Validator {
                     }
                 }
             }
+            if plugin.deadline.is_zero() {
+                self.error(format!("{plugin_at}.deadline"), "must be greater than 0");
+            }
+            if plugin.memory_limit < 64 * 1024 {
+                self.error(
+                    format!("{plugin_at}.memory_limit"),
+                    "must be at least 65536 (one Wasm page)",
+                );
+            }
             let source_at = format!("{plugin_at}.source");
             match plugin_source(&plugin.source) {
                 Ok(PluginSource::File(path)) => {

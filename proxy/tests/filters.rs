@@ -1,0 +1,136 @@
+//! Wasm filters in the real proxy: a filter built from the published `proxy-wasm` SDK edits
+//! headers on the wire both ways, answers locally, reads properties and reports metrics; a
+//! trapping, looping or memory-hungry filter is contained by its failure policy while the proxy
+//! keeps serving.
+
+mod support;
+
+use http::StatusCode;
+use support::*;
+
+fn config_with_chain(upstream: std::net::SocketAddr, failure_policy: &str, extra: &str) -> String {
+    let base = simple_config("", &[upstream], "            filter_chain: probe\n");
+    format!(
+        r#"{base}
+filter_chains:
+  - name: probe
+    plugins:
+      - name: probe
+        source: "file://{wasm}"
+        config: "from-config"
+        vm_id: probe
+        failure_policy: {failure_policy}
+        deadline: 50ms
+        memory_limit: 16777216
+{extra}"#,
+        wasm = wasmesh_test_programs::PROBE_WASM,
+    )
+}
+
+#[tokio::test]
+async fn filter_edits_request_and_response_headers_on_the_wire() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    let got = send(
+        proxy.addr("main"),
+        request(
+            "GET",
+            "/hello",
+            &[("x-remove-me", "1"), ("x-probe-property", "request.path")],
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.header("x-probe"), Some("response"));
+    let seen = upstream.last_seen();
+    assert_eq!(seen.headers["x-probe-config"], "from-config");
+    assert!(!seen.headers.contains_key("x-remove-me"));
+    assert_eq!(seen.headers["x-property"], "/hello");
+    assert_eq!(seen.headers["x-probe-count"], "1");
+    assert!(
+        seen.headers.contains_key("x-forwarded-for"),
+        "filters run after the router's own headers"
+    );
+
+    let got = get(proxy.addr("main"), "/again").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        upstream.last_seen().headers["x-probe-count"],
+        "2",
+        "shared data spans requests"
+    );
+
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        stats.contains("wasmesh_filter_probe_requests{plugin=\"probe\"} 2"),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn filter_local_response_never_reaches_the_upstream() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    let got = get(proxy.addr("main"), "/local").await;
+    assert_eq!(got.status.as_u16(), 418);
+    assert_eq!(got.header("x-local"), Some("yes"));
+    assert_eq!(got.text(), "local reply");
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn failing_filters_follow_their_failure_policy_and_the_proxy_keeps_serving() {
+    let upstream = Upstream::named("alpha").await;
+    for (policy, expected) in [
+        ("fail_closed", StatusCode::SERVICE_UNAVAILABLE),
+        ("fail_open", StatusCode::OK),
+    ] {
+        let proxy = Proxy::start(&config_with_chain(upstream.addr, policy, ""));
+        for trigger in ["x-probe-trap", "x-probe-loop", "x-probe-grow"] {
+            let got = send(
+                proxy.addr("main"),
+                request("GET", "/", &[(trigger, "1")]),
+                false,
+            )
+            .await;
+            assert_eq!(got.status, expected, "{policy} {trigger}: {}", got.text());
+            // The next ordinary requests are served by rebuilt replicas.
+            for _ in 0..3 {
+                let ok = get(proxy.addr("main"), "/").await;
+                assert_eq!(ok.status, StatusCode::OK, "{policy} after {trigger}");
+                assert_eq!(ok.header("x-probe"), Some("response"));
+            }
+        }
+        let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+        for kind in ["trap", "timeout"] {
+            assert!(
+                stats.contains(&format!(
+                    "wasmesh_filter_failures_total{{plugin=\"probe\",kind=\"{kind}\"}}"
+                )),
+                "{policy}: no {kind} counted:\n{stats}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_to_configure_rejects_the_config() {
+    let upstream = Upstream::named("alpha").await;
+    let yaml = config_with_chain(upstream.addr, "fail_closed", "")
+        .replace("\"from-config\"", "\"reject\"");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("proxy_on_configure returned false"),
+        "{stderr}"
+    );
+}
