@@ -16,4 +16,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: please install: ${need_apt[*]}" >&2
   fi
 fi
+# The stock filters, for the demo's filter chain (tests build their own copies).
+cargo build --release --quiet --target wasm32-wasip1 -p wasmesh-filter-headers
 echo "setup: ok"

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const FILTERS: &[(&str, &str)] = &[("wasmesh-probe-filter", "wasmesh_probe_filter")];
+const FILTERS: &[(&str, &str)] = &[
+    ("wasmesh-probe-filter", "wasmesh_probe_filter"),
+    ("wasmesh-filter-headers", "wasmesh_filter_headers"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));

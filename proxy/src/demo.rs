@@ -101,19 +101,42 @@ async fn respond(
 }
 
 /// The demo's configuration: one listener, one route table, one round-robin cluster over the
-/// demo upstreams with active health checks and outlier detection.
+/// demo upstreams with active health checks and outlier detection, and — when the stock
+/// `headers` filter has been built — a Wasm filter chain on the listener.
 pub fn config(
     listen: &str,
     admin: &str,
     upstreams: &[SocketAddr],
+    filter: Option<&std::path::Path>,
 ) -> Result<Config, config::ConfigErrors> {
+    // With the stock `headers` filter built, every request runs through a Wasm filter chain.
+    let (listener_chain, chains) = match filter {
+        Some(path) => (
+            "    filter_chain: demo\n".to_string(),
+            format!(
+                r#"
+filter_chains:
+  - name: demo
+    plugins:
+      - name: headers
+        source: "file://{path}"
+        failure_policy: fail_open
+        config:
+          request: {{ set: {{ x-wasmesh-filter: headers }} }}
+          response: {{ set: {{ x-wasmesh-demo: "hello from a wasm filter" }} }}
+"#,
+                path = path.display()
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let yaml = format!(
         r#"
 listeners:
   - name: demo
     address: "{listen}"
     route_config: demo
-routes:
+{listener_chain}routes:
   - name: demo
     virtual_hosts:
       - name: all
@@ -137,7 +160,7 @@ clusters:
       consecutive_5xx: 3
 admin:
   address: "{admin}"
-"#,
+{chains}"#,
         endpoints = upstreams
             .iter()
             .map(|a| format!("\"{a}\""))
@@ -148,13 +171,21 @@ admin:
     config::load_str(&yaml, "<demo>")
 }
 
+/// Where `./setup.sh` leaves the stock `headers` filter in this checkout.
+pub fn built_headers_filter() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip1/release/wasmesh_filter_headers.wasm");
+    path.exists()
+        .then(|| std::path::absolute(&path).unwrap_or(path))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn demo_config_is_valid() {
         let upstreams = ["127.0.0.1:1".parse().expect("addr")];
         let yaml_config =
-            super::config("127.0.0.1:8080", "127.0.0.1:9901", &upstreams).expect("valid");
+            super::config("127.0.0.1:8080", "127.0.0.1:9901", &upstreams, None).expect("valid");
         assert_eq!(yaml_config.listeners.len(), 1);
         assert_eq!(
             yaml_config.clusters[0].endpoints,

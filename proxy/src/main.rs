@@ -42,6 +42,10 @@ enum Command {
         /// How many demo upstream instances to balance over.
         #[arg(long, default_value_t = 2)]
         upstreams: usize,
+        /// The Wasm filter for the demo chain (default: the stock `headers` filter that
+        /// `./setup.sh` builds).
+        #[arg(long)]
+        filter: Option<PathBuf>,
     },
     /// Run only a demo upstream (used by the benchmarks and tests).
     Upstream {
@@ -96,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             admin,
             upstreams,
+            filter,
         } => {
             let mut addrs = Vec::new();
             for i in 0..upstreams.max(1) {
@@ -104,7 +109,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .context("starting a demo upstream")?;
                 addrs.push(addr);
             }
-            let cfg = demo::config(&listen, &admin, &addrs)
+            let filter = filter.or_else(demo::built_headers_filter);
+            match &filter {
+                Some(path) => println!("demo filter chain: {}", path.display()),
+                None => {
+                    println!("demo filter chain: none (run ./setup.sh to build the stock filters)")
+                }
+            }
+            let cfg = demo::config(&listen, &admin, &addrs, filter.as_deref())
                 .map_err(|errors| anyhow::anyhow!("{errors}"))?;
             println!(
                 "demo upstreams: {}",

@@ -134,3 +134,46 @@ async fn a_plugin_that_fails_to_configure_rejects_the_config() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn stock_headers_filter() {
+    let upstream = Upstream::named("alpha").await;
+    let base = simple_config("", &[upstream.addr], "            filter_chain: edge\n");
+    let yaml = format!(
+        r#"{base}
+filter_chains:
+  - name: edge
+    plugins:
+      - name: headers
+        source: "file://{wasm}"
+        config:
+          request: {{ set: {{ x-env: prod }}, add: {{ x-tag: b }}, remove: [x-debug] }}
+          response: {{ set: {{ x-served-by: wasmesh }}, remove: [x-upstream] }}
+"#,
+        wasm = wasmesh_test_programs::HEADERS_WASM,
+    );
+    let proxy = Proxy::start(&yaml);
+    let got = send(
+        proxy.addr("main"),
+        request(
+            "GET",
+            "/",
+            &[("x-env", "dev"), ("x-tag", "a"), ("x-debug", "1")],
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.header("x-served-by"), Some("wasmesh"));
+    assert_eq!(got.header("x-upstream"), None);
+    let seen = upstream.last_seen();
+    assert_eq!(seen.headers["x-env"], "prod");
+    let tags: Vec<_> = seen
+        .headers
+        .get_all("x-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    assert_eq!(tags, ["a", "b"]);
+    assert!(!seen.headers.contains_key("x-debug"));
+}
