@@ -189,3 +189,53 @@ fn tempfile_dir() -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// Polls a fresh stream until `header` satisfies `ok`; the tick and queue callbacks run on the
+/// tokio runtime, so they need a moment, but nothing here asserts how long.
+async fn eventually_header(
+    plugin: &Arc<wasmesh_host::Plugin>,
+    extra: &[(&str, &str)],
+    header_name: &str,
+    ok: impl Fn(&[u8]) -> bool,
+) -> bool {
+    for _ in 0..400 {
+        let mut s = plugin.http_stream(Arc::new(Env)).expect("stream");
+        s.data.request_headers = request("/", extra);
+        assert_eq!(s.on_request_headers(true), Ok(Action::Continue));
+        if header(&s.data.request_headers, header_name).is_some_and(&ok) {
+            return true;
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn tick_runs_on_the_root_context() {
+    let host = Host::new(HostConfig::default()).expect("host");
+    let plugin = load(&host, "tick", |_| {}).expect("load");
+    let ticked = eventually_header(&plugin, &[], "x-probe-ticks", |v| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n >= 3)
+    })
+    .await;
+    assert!(ticked, "proxy_on_tick never ran three times");
+}
+
+#[tokio::test]
+async fn shared_queue_delivers_to_the_registering_root_context() {
+    let host = Host::new(HostConfig::default()).expect("host");
+    let plugin = load(&host, "", |_| {}).expect("load");
+    let mut s = plugin.http_stream(Arc::new(Env)).expect("stream");
+    s.data.request_headers = request("/", &[("x-probe-enqueue", "hello-queue")]);
+    assert_eq!(s.on_request_headers(true), Ok(Action::Continue));
+    drop(s);
+    let delivered = eventually_header(&plugin, &[], "x-probe-last", |v| v == b"hello-queue").await;
+    assert!(
+        delivered,
+        "proxy_on_queue_ready never delivered the message"
+    );
+}

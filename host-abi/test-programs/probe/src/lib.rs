@@ -8,7 +8,11 @@
 //! - `:path` `/local`: answers 418 itself with header `x-local: yes` and body `local reply`;
 //! - `x-probe-property: NAME`: copies property NAME (dot-separated) into `x-property`;
 //! - `x-probe-trap`: panics (a trap); `x-probe-loop`: spins forever; `x-probe-grow`: allocates
-//!   until memory runs out.
+//!   until memory runs out;
+//! - plugin config `tick`: a 10 ms tick counts `probe_ticks` in shared data, echoed in
+//!   `x-probe-ticks`;
+//! - `x-probe-enqueue: MSG`: puts MSG on the `probe` shared queue; the root context, told by
+//!   `proxy_on_queue_ready`, dequeues it into shared data, echoed in `x-probe-last`.
 
 use std::cell::Cell;
 
@@ -18,16 +22,34 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(ProbeRoot { config: String::new(), metric: Cell::new(None) })
+        Box::new(ProbeRoot { config: String::new(), metric: Cell::new(None), queue: None })
     });
 }}
 
 struct ProbeRoot {
     config: String,
     metric: Cell<Option<u32>>,
+    queue: Option<u32>,
 }
 
 impl Context for ProbeRoot {}
+
+fn bump(key: &str) {
+    use proxy_wasm::hostcalls::{get_shared_data, set_shared_data};
+    loop {
+        let Ok((value, cas)) = get_shared_data(key) else {
+            return;
+        };
+        let n = value
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        if set_shared_data(key, Some(n.to_string().as_bytes()), cas).is_ok() {
+            return;
+        }
+    }
+}
 
 impl RootContext for ProbeRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -38,12 +60,26 @@ impl RootContext for ProbeRoot {
         if config == "reject" {
             return false;
         }
+        if config == "tick" {
+            self.set_tick_period(std::time::Duration::from_millis(10));
+        }
+        self.queue = proxy_wasm::hostcalls::register_shared_queue("probe").ok();
         self.config = config;
         if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, "probe_requests")
         {
             self.metric.set(Some(id));
         }
         true
+    }
+
+    fn on_tick(&mut self) {
+        bump("probe_ticks");
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Ok(Some(message)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {
+            let _ = proxy_wasm::hostcalls::set_shared_data("probe_last", Some(&message), None);
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -116,6 +152,20 @@ impl HttpContext for Probe {
             let path: Vec<&str> = name.split('.').collect();
             if let Some(value) = self.get_property(path) {
                 self.set_http_request_header("x-property", Some(&String::from_utf8_lossy(&value)));
+            }
+        }
+        if let Some(message) = self.get_http_request_header("x-probe-enqueue")
+            && let Ok(Some(queue)) =
+                proxy_wasm::hostcalls::resolve_shared_queue("probe-vm", "probe")
+        {
+            let _ = self.enqueue_shared_queue(queue, Some(message.as_bytes()));
+        }
+        for (key, header) in [
+            ("probe_ticks", "x-probe-ticks"),
+            ("probe_last", "x-probe-last"),
+        ] {
+            if let (Some(value), _) = self.get_shared_data(key) {
+                self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
             }
         }
         self.set_http_request_header("x-probe-config", Some(&self.config));
