@@ -49,4 +49,4 @@ pub use host::{Host, HostConfig};
 pub use metrics::PluginMetrics;
 pub use plugin::{FailureKind, FailurePolicy, FilterFailure, LoadError, Plugin, PluginConfig};
 pub use state::StreamData;
-pub use stream::{HttpStream, LocalResponse, StreamEnv};
+pub use stream::{HttpStream, LocalResponse, ResumeWaiter, StreamEnv};

@@ -34,6 +34,16 @@ pub struct StreamSignals {
     pub(crate) resume: Notify,
 }
 
+/// See [`HttpStream::resume_waiter`].
+#[derive(Debug, Clone)]
+pub struct ResumeWaiter(Arc<StreamSignals>);
+
+impl ResumeWaiter {
+    pub async fn wait(&self) {
+        self.0.resume.notified().await;
+    }
+}
+
 /// One stream's state in one plugin. Dropping it ends the context (`proxy_on_done`,
 /// `proxy_on_log`, `proxy_on_delete`).
 pub struct HttpStream {
@@ -87,6 +97,13 @@ impl HttpStream {
     /// Waits until the filter resumes a paused stream.
     pub async fn resumed(&self) {
         self.signals.resume.notified().await;
+    }
+
+    /// A handle that waits for the resumption without borrowing the stream, so the stream can
+    /// sit behind a lock that is not held while waiting. A resumption that happened already
+    /// counts.
+    pub fn resume_waiter(&self) -> ResumeWaiter {
+        ResumeWaiter(self.signals.clone())
     }
 
     /// The plugin this stream runs in.

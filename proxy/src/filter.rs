@@ -3,14 +3,13 @@
 //! whole), and each request runs through them: request headers in order, response headers in
 //! reverse order, as Envoy runs HTTP filters.
 //!
-//! Bodies and trailers are not yet handed to filters; a filter sees headers, can rewrite them,
-//! answer locally, pause (resumed by `proxy_continue_stream`), read properties, and use shared
-//! data, queues, metrics and logs.
+//! Bodies pass through `proxy_on_request_body`/`proxy_on_response_body` chunk by chunk (see
+//! [`filter_body`]); trailers pass through untouched, not yet shown to filters.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -242,6 +241,18 @@ pub fn apply_pairs(
     pseudo
 }
 
+/// A stream of one plugin for one request, shared by the header phases and the body filters.
+pub type SharedStream = Arc<Mutex<HttpStream>>;
+
+fn lock(stream: &SharedStream) -> MutexGuard<'_, HttpStream> {
+    stream.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a filter asked for the route to be chosen again (`proxy_clear_route_cache`).
+pub fn route_cache_cleared(streams: &[SharedStream]) -> bool {
+    streams.iter().any(|s| lock(s).data.clear_route_cache)
+}
+
 /// The outcome of running one phase of a chain.
 pub enum Phase {
     Continue,
@@ -260,30 +271,31 @@ pub async fn request_headers(
     pairs: &mut Vec<(String, Vec<u8>)>,
     end_of_stream: bool,
     pause_limit: Duration,
-    streams: &mut Vec<HttpStream>,
+    streams: &mut Vec<SharedStream>,
 ) -> Phase {
     for plugin in chain {
         let env: Arc<dyn StreamEnv> = env.clone();
-        let mut stream = match plugin.http_stream(env) {
-            Ok(stream) => stream,
+        let stream = match plugin.http_stream(env) {
+            Ok(stream) => Arc::new(Mutex::new(stream)),
             Err(failure) => match plugin.failure_policy() {
                 FailurePolicy::FailOpen => continue,
                 FailurePolicy::FailClosed => return Phase::Failed(failure.to_string()),
             },
         };
-        stream.data.request_headers = std::mem::take(pairs);
-        let result = stream.on_request_headers(end_of_stream);
-        match settle(&mut stream, result, pause_limit).await {
-            Settled::Continue => {
-                *pairs = std::mem::take(&mut stream.data.request_headers);
-                streams.push(stream);
-            }
+        let result = {
+            let mut s = lock(&stream);
+            s.data.request_headers = std::mem::take(pairs);
+            s.on_request_headers(end_of_stream)
+        };
+        let settled = settle(&stream, result, pause_limit).await;
+        *pairs = std::mem::take(&mut lock(&stream).data.request_headers);
+        match settled {
+            Settled::Continue => streams.push(stream),
             Settled::Respond(local) => {
                 streams.push(stream);
                 return Phase::Respond(local);
             }
             Settled::Failed(message) => {
-                *pairs = std::mem::take(&mut stream.data.request_headers);
                 if plugin.failure_policy() == FailurePolicy::FailClosed {
                     return Phase::Failed(message);
                 }
@@ -295,20 +307,26 @@ pub async fn request_headers(
 
 /// Runs `on_response_headers` through the streams in reverse order.
 pub async fn response_headers(
-    streams: &mut [HttpStream],
+    streams: &[SharedStream],
     pairs: &mut Vec<(String, Vec<u8>)>,
     end_of_stream: bool,
     pause_limit: Duration,
 ) -> Phase {
-    for stream in streams.iter_mut().rev() {
-        stream.data.response_headers = std::mem::take(pairs);
-        let result = stream.on_response_headers(end_of_stream);
-        let policy = stream.plugin().failure_policy();
-        match settle(stream, result, pause_limit).await {
-            Settled::Continue => *pairs = std::mem::take(&mut stream.data.response_headers),
+    for stream in streams.iter().rev() {
+        let (result, policy) = {
+            let mut s = lock(stream);
+            s.data.response_headers = std::mem::take(pairs);
+            (
+                s.on_response_headers(end_of_stream),
+                s.plugin().failure_policy(),
+            )
+        };
+        let settled = settle(stream, result, pause_limit).await;
+        *pairs = std::mem::take(&mut lock(stream).data.response_headers);
+        match settled {
+            Settled::Continue => {}
             Settled::Respond(local) => return Phase::Respond(local),
             Settled::Failed(message) => {
-                *pairs = std::mem::take(&mut stream.data.response_headers);
                 if policy == FailurePolicy::FailClosed {
                     return Phase::Failed(message);
                 }
@@ -324,32 +342,199 @@ enum Settled {
     Failed(String),
 }
 
-/// Turns a callback's result into what happens next: a pause waits for the filter to resume
-/// (or answer) up to `pause_limit`.
+/// Turns a callback's result into what happens next: a pause waits (without holding the
+/// stream's lock) for the filter to resume or answer, up to `pause_limit`.
 async fn settle(
-    stream: &mut HttpStream,
+    stream: &SharedStream,
     result: Result<Action, wasmesh_host::FilterFailure>,
     pause_limit: Duration,
 ) -> Settled {
-    match result {
-        Err(failure) => Settled::Failed(failure.to_string()),
-        Ok(action) => {
-            if let Some(local) = stream.take_local_response() {
-                return Settled::Respond(local);
+    let action = match result {
+        Err(failure) => return Settled::Failed(failure.to_string()),
+        Ok(action) => action,
+    };
+    let (local, waiter, name) = {
+        let mut s = lock(stream);
+        (
+            s.take_local_response(),
+            s.resume_waiter(),
+            s.plugin().name().to_string(),
+        )
+    };
+    if let Some(local) = local {
+        return Settled::Respond(local);
+    }
+    if action == Action::Pause
+        && tokio::time::timeout(pause_limit, waiter.wait())
+            .await
+            .is_err()
+    {
+        return Settled::Failed(format!(
+            "filter \"{name}\" paused the stream and never resumed it"
+        ));
+    }
+    match lock(stream).take_local_response() {
+        Some(local) => Settled::Respond(local),
+        None => Settled::Continue,
+    }
+}
+
+/// Which way a body flows, and so which callbacks see it and in what order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Request bodies: `proxy_on_request_body`, in chain order.
+    Request,
+    /// Response bodies: `proxy_on_response_body`, in reverse order.
+    Response,
+}
+
+/// Passes a body through the filters' body callbacks chunk by chunk. A filter that returns
+/// `Pause` before the end has its input buffered and is called again with everything buffered
+/// when more arrives (Envoy's `StopIterationAndBuffer`); what it leaves in the buffer when it
+/// continues is what flows on. A failing fail-closed filter aborts the body (the peer sees a
+/// reset); a fail-open one is bypassed. Trailers pass through untouched.
+pub fn filter_body(
+    body: crate::body::ProxyBody,
+    streams: Vec<SharedStream>,
+    direction: Direction,
+) -> crate::body::ProxyBody {
+    use http_body_util::BodyExt;
+    let mut streams = streams;
+    if direction == Direction::Response {
+        streams.reverse();
+    }
+    let buffers = vec![Vec::new(); streams.len()];
+    BodyFilter {
+        inner: body,
+        streams,
+        buffers,
+        bypass: Vec::new(),
+        direction,
+        finished: false,
+    }
+    .boxed_unsync()
+}
+
+pin_project_lite::pin_project! {
+    struct BodyFilter {
+        #[pin]
+        inner: crate::body::ProxyBody,
+        streams: Vec<SharedStream>,
+        buffers: Vec<Vec<u8>>,
+        bypass: Vec<usize>,
+        direction: Direction,
+        finished: bool,
+    }
+}
+
+/// Runs `data` through filters `0..` of the chain; `None` means a filter is buffering it.
+fn run_chain(
+    streams: &[SharedStream],
+    buffers: &mut [Vec<u8>],
+    bypass: &mut Vec<usize>,
+    direction: Direction,
+    mut data: Vec<u8>,
+    end_of_stream: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    for (i, stream) in streams.iter().enumerate() {
+        if bypass.contains(&i) {
+            continue;
+        }
+        let mut s = lock(stream);
+        let mut input = std::mem::take(&mut buffers[i]);
+        input.extend_from_slice(&data);
+        let result = match direction {
+            Direction::Request => {
+                s.data.request_body = input;
+                let r = s.on_request_body(end_of_stream);
+                data = std::mem::take(&mut s.data.request_body);
+                r
             }
-            if action == Action::Pause
-                && tokio::time::timeout(pause_limit, stream.resumed())
-                    .await
-                    .is_err()
-            {
-                return Settled::Failed(format!(
-                    "filter \"{}\" paused the stream and never resumed it",
-                    stream.plugin().name()
-                ));
+            Direction::Response => {
+                s.data.response_body = input;
+                let r = s.on_response_body(end_of_stream);
+                data = std::mem::take(&mut s.data.response_body);
+                r
             }
-            match stream.take_local_response() {
-                Some(local) => Settled::Respond(local),
-                None => Settled::Continue,
+        };
+        match result {
+            Ok(Action::Pause) if !end_of_stream => {
+                buffers[i] = data;
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(failure) => {
+                if s.plugin().failure_policy() == FailurePolicy::FailClosed {
+                    return Err(failure.to_string());
+                }
+                bypass.push(i);
+            }
+        }
+    }
+    Ok(Some(data))
+}
+
+impl http_body::Body for BodyFilter {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        loop {
+            if *this.finished {
+                return Poll::Ready(None);
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            let (data, eos, trailers) = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => (data.to_vec(), false, None),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => (Vec::new(), true, Some(trailers)),
+                        Err(_) => continue,
+                    },
+                },
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => (Vec::new(), true, None),
+            };
+            if eos {
+                *this.finished = true;
+            }
+            match run_chain(
+                this.streams,
+                this.buffers,
+                this.bypass,
+                *this.direction,
+                data,
+                eos,
+            ) {
+                Err(message) => {
+                    tracing::warn!(error = %message, "filter failed on the body; aborting it (fail_closed)");
+                    *this.finished = true;
+                    return Poll::Ready(Some(Err(message.into())));
+                }
+                Ok(None) => continue,
+                Ok(Some(out)) => {
+                    if let Some(trailers) = trailers {
+                        if out.is_empty() {
+                            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+                        }
+                        // The last data goes out first; the trailers follow on the next poll.
+                        *this.finished = false;
+                        *this.inner = crate::body::trailers_only(trailers);
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
+                    }
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
+                }
             }
         }
     }

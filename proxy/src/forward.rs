@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
@@ -186,7 +186,7 @@ async fn route_and_forward(
             }
             authority = new_authority.clone();
         }
-        if streams.iter().any(|s| s.data.clear_route_cache) {
+        if filter::route_cache_cleared(&streams) {
             match table.select(&authority, parts.uri.path(), &parts.headers) {
                 Some(again) => route = again,
                 None => {
@@ -209,6 +209,17 @@ async fn route_and_forward(
     };
 
     let policy = route.retry.as_ref();
+    let incoming = if streams.is_empty() || incoming.is_end_stream() {
+        body::incoming(incoming)
+    } else {
+        // Filters may change the body's length, so it goes out chunked.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        filter::filter_body(
+            body::incoming(incoming),
+            streams.clone(),
+            filter::Direction::Request,
+        )
+    };
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
         Ok(body) => body,
         Err(status) => return (route_name, local_reply(status, "request body")),
@@ -239,8 +250,7 @@ async fn route_and_forward(
     if !streams.is_empty() {
         let mut pairs = filter::response_pairs(response.status(), response.headers());
         let end_of_stream = response.body().is_end_stream();
-        match filter::response_headers(&mut streams, &mut pairs, end_of_stream, route.timeout).await
-        {
+        match filter::response_headers(&streams, &mut pairs, end_of_stream, route.timeout).await {
             Phase::Continue => {
                 let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
                 if let Some(status) = pseudo
@@ -249,6 +259,13 @@ async fn route_and_forward(
                     .and_then(|s| StatusCode::from_u16(s).ok())
                 {
                     *response.status_mut() = status;
+                }
+                if !end_of_stream {
+                    // Filters may change the body's length, so it goes out chunked.
+                    response.headers_mut().remove(header::CONTENT_LENGTH);
+                    let streams = streams.clone();
+                    response = response
+                        .map(|b| filter::filter_body(b, streams, filter::Direction::Response));
                 }
             }
             Phase::Respond(local) => response = local_response(local),
@@ -277,12 +294,12 @@ struct Outgoing {
 /// A request body that can be replayed (empty or buffered) or only streamed once.
 enum RequestBody {
     Replayable(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<ProxyBody>),
 }
 
 impl RequestBody {
     async fn new(
-        incoming: Incoming,
+        incoming: ProxyBody,
         headers: &HeaderMap,
         want_replay: bool,
     ) -> Result<RequestBody, StatusCode> {
@@ -297,11 +314,18 @@ impl RequestBody {
         let may_have_trailers =
             headers.contains_key(header::TE) || headers.contains_key(header::TRAILER);
         if want_replay && small && !may_have_trailers {
-            let collected = Limited::new(incoming, RETRY_BUFFER_LIMIT as usize)
-                .collect()
-                .await
-                .map_err(|_| StatusCode::BAD_REQUEST)?;
-            return Ok(RequestBody::Replayable(collected.to_bytes()));
+            let mut incoming = incoming;
+            let mut buffered = bytes::BytesMut::new();
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|_| StatusCode::BAD_REQUEST)?;
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                    if buffered.len() as u64 > RETRY_BUFFER_LIMIT {
+                        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                    }
+                }
+            }
+            return Ok(RequestBody::Replayable(buffered.freeze()));
         }
         Ok(RequestBody::Streaming(Some(incoming)))
     }
@@ -315,7 +339,7 @@ impl RequestBody {
         match self {
             RequestBody::Replayable(bytes) if bytes.is_empty() => Some(body::empty()),
             RequestBody::Replayable(bytes) => Some(body::full(bytes.clone())),
-            RequestBody::Streaming(incoming) => incoming.take().map(body::incoming),
+            RequestBody::Streaming(incoming) => incoming.take(),
         }
     }
 }
@@ -844,6 +868,15 @@ fn overloaded(reason: &'static str) -> Response<ProxyBody> {
         .headers_mut()
         .insert("x-wasmesh-overloaded", HeaderValue::from_static(reason));
     response
+}
+
+/// Compile-time check that a request's future is `Send` (hyper requires it); breaking that
+/// otherwise surfaces as an obscure error at the listener.
+#[allow(dead_code)]
+fn assert_send(l: Arc<ListenerContext>, c: Arc<ConnectionInfo>, r: Request<Incoming>) {
+    fn is_send<T: Send>(_: &T) {}
+    let f = handle(l, c, r);
+    is_send(&f);
 }
 
 #[cfg(test)]

@@ -177,3 +177,38 @@ filter_chains:
     assert_eq!(tags, ["a", "b"]);
     assert!(!seen.headers.contains_key("x-debug"));
 }
+
+#[tokio::test]
+async fn filter_rewrites_request_and_response_bodies() {
+    let upstream = Upstream::with(|seen: Seen| async move {
+        reply(StatusCode::OK, "echo", &String::from_utf8_lossy(&seen.body))
+    })
+    .await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    for h2 in [false, true] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://t:{}/echo", proxy.addr("main").port()))
+            .header("host", "t")
+            .header("x-probe-body", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"hello body",
+            )))
+            .expect("request");
+        let got = send(proxy.addr("main"), req, h2).await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}: {}", got.text());
+        assert_eq!(upstream.last_seen().body, "HELLO BODY", "h2={h2}");
+        assert_eq!(got.text(), "HELLO BODY [probed]", "h2={h2}");
+    }
+    // Without the header the same filter leaves bodies alone.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/echo")
+        .header("host", "t")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"plain",
+        )))
+        .expect("request");
+    let got = send(proxy.addr("main"), req, false).await;
+    assert_eq!(got.text(), "plain");
+}

@@ -11,6 +11,8 @@
 //!   until memory runs out;
 //! - plugin config `tick`: a 10 ms tick counts `probe_ticks` in shared data, echoed in
 //!   `x-probe-ticks`;
+//! - `x-probe-body`: buffers the whole request body and upper-cases it, and appends
+//!   ` [probed]` to the whole response body;
 //! - `x-probe-enqueue: MSG`: puts MSG on the `probe` shared queue; the root context, told by
 //!   `proxy_on_queue_ready`, dequeues it into shared data, echoed in `x-probe-last`.
 
@@ -86,6 +88,7 @@ impl RootContext for ProbeRoot {
         Some(Box::new(Probe {
             config: self.config.clone(),
             metric: self.metric.get(),
+            body: false,
         }))
     }
 
@@ -97,6 +100,7 @@ impl RootContext for ProbeRoot {
 struct Probe {
     config: String,
     metric: Option<u32>,
+    body: bool,
 }
 
 impl Context for Probe {}
@@ -142,6 +146,7 @@ impl HttpContext for Probe {
         if let Some(id) = self.metric {
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
         }
+        self.body = self.get_http_request_header("x-probe-body").is_some();
         let n = self.count();
         proxy_wasm::hostcalls::log(LogLevel::Info, &format!("probe request {n}")).ok();
         if self.get_http_request_header(":path").as_deref() == Some("/local") {
@@ -174,8 +179,32 @@ impl HttpContext for Probe {
         Action::Continue
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        if let Some(body) = self.get_http_request_body(0, body_size) {
+            self.set_http_request_body(0, body_size, &body.to_ascii_uppercase());
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.add_http_response_header("x-probe", "response");
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.set_http_response_body(body_size, 0, b" [probed]");
         Action::Continue
     }
 }
