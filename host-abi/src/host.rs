@@ -93,6 +93,15 @@ impl Host {
         }))
     }
 
+    /// Installs what filters may call out to (HTTP callouts through the proxy's clusters).
+    pub fn set_services(&self, services: std::sync::Arc<dyn crate::callout::Services>) {
+        *self
+            .shared
+            .services
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(services);
+    }
+
     /// Compiles a module, or loads its precompiled form from the cache. The cache key covers
     /// the module's digest and the engine's compatibility hash (wasmtime version and settings).
     pub fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Module, LoadError> {

@@ -2,9 +2,9 @@
 //!
 //! Each answers within the status set the SDKs accept for it (NOTES §3.2): the Rust SDK panics
 //! on any other status, so, for example, writes to a header map that does not exist in the
-//! current context answer `OK` and change nothing, rather than `NOT_FOUND`. Host services this
-//! build does not offer yet (HTTP and gRPC callouts) answer `INTERNAL_FAILURE`, which every SDK
-//! handles as a failed dispatch.
+//! current context answer `OK` and change nothing, rather than `NOT_FOUND`. HTTP callouts go to
+//! the embedder's [`crate::Services`]; gRPC callouts are not offered yet and answer
+//! `INTERNAL_FAILURE`, which every SDK handles as a failed dispatch.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,6 +42,11 @@ fn def<Params, Results>(
 }
 
 fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i32> {
+    match (map_type, state.call_response.as_ref()) {
+        (map::HTTP_CALL_RESPONSE_HEADERS, Some(r)) => return Ok(Some(&r.headers)),
+        (map::HTTP_CALL_RESPONSE_TRAILERS, Some(r)) => return Ok(Some(&r.trailers)),
+        _ => {}
+    }
     let Some(stream) = state.stream.as_ref() else {
         return match map_type {
             0..=7 => Ok(None),
@@ -90,10 +95,14 @@ fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
         buffer::VM_CONFIGURATION => Ok(state.plugin.vm_config.clone()),
         buffer::PLUGIN_CONFIGURATION => Ok(state.plugin.plugin_config.clone()),
         buffer::FOREIGN_FUNCTION_ARGUMENTS => Ok(state.foreign_args.clone()),
-        buffer::DOWNSTREAM_DATA
-        | buffer::UPSTREAM_DATA
-        | buffer::HTTP_CALL_RESPONSE_BODY
-        | buffer::GRPC_CALL_MESSAGE => Err(status::NOT_FOUND),
+        buffer::HTTP_CALL_RESPONSE_BODY => state
+            .call_response
+            .as_ref()
+            .map(|r| r.body.clone())
+            .ok_or(status::NOT_FOUND),
+        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA | buffer::GRPC_CALL_MESSAGE => {
+            Err(status::NOT_FOUND)
+        }
         _ => Err(status::BAD_ARGUMENT),
     }
 }
@@ -132,6 +141,14 @@ pub(crate) fn link(
             let id = ctx as u32;
             let state = c.data_mut();
             if id == state.root_context_id || state.signals.contains_key(&id) {
+                // A root callback switching to a paused stream borrows its data so the
+                // filter can edit it or answer for it.
+                if state.stream.is_none()
+                    && let Some(data) = state.parked.remove(&id)
+                {
+                    state.stream = Some(data);
+                    state.borrowed = Some(id);
+                }
                 state.effective = id;
                 Ok(status::OK)
             } else {
@@ -448,9 +465,16 @@ pub(crate) fn link(
                 headers,
                 grpc_status: (grpc >= 0).then_some(grpc as u32),
             };
-            match c.data_mut().stream.as_mut() {
+            let state = c.data_mut();
+            match state.stream.as_mut() {
                 Some(stream) => stream.local_response = Some(response),
                 None => tracing::debug!("proxy_send_local_response outside a stream ignored"),
+            }
+            // A paused stream answered from a callout or tick must wake up to send it.
+            if state.borrowed.is_some()
+                && let Some(signals) = state.signals.get(&state.effective)
+            {
+                signals.resume.notify_one();
             }
             Ok(status::OK)
         },
@@ -461,18 +485,58 @@ pub(crate) fn link(
         linker,
         provided,
         "proxy_http_call",
-        |_c: Ctx<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> R { Ok(status::INTERNAL_FAILURE) },
+        |mut c: Ctx<'_>,
+         up: i32,
+         upl: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         tp: i32,
+         tl: i32,
+         timeout_ms: i32,
+         token_out: i32|
+         -> R {
+            let upstream = tri!(read_str(&mut c, up, upl));
+            let Ok(headers) = headers::deserialize(&tri!(read(&mut c, hp, hl))) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let body = tri!(read(&mut c, bp, bl));
+            let Ok(trailers) = headers::deserialize(&tri!(read(&mut c, tp, tl))) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let services = c
+                .data()
+                .shared
+                .services
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let Some(services) = services else {
+                return Ok(status::INTERNAL_FAILURE);
+            };
+            let state = c.data_mut();
+            let token = state.next_token;
+            state.next_token = state.next_token.wrapping_add(1).max(1);
+            let done = crate::callout::CalloutDone {
+                plugin: state.plugin_ref.clone(),
+                replica: state.replica,
+                generation: state.generation,
+                token,
+            };
+            let request = crate::callout::CalloutRequest {
+                upstream,
+                headers,
+                body,
+                trailers,
+                timeout: std::time::Duration::from_millis(timeout_ms.max(0) as u64),
+            };
+            if services.http_call(request, done).is_err() {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            tri!(write_u32(&mut c, token_out, token));
+            Ok(status::OK)
+        },
     )?;
     def(
         linker,

@@ -33,6 +33,7 @@
 //! is rebuilt on its next use. The host never panics on guest input.
 
 pub mod abi;
+mod callout;
 pub mod headers;
 mod host;
 mod hostcalls;
@@ -44,6 +45,7 @@ mod stream;
 mod wasi;
 
 pub use abi::{AbiVersion, Action};
+pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse, Services};
 pub use headers::HeaderMap;
 pub use host::{Host, HostConfig};
 pub use metrics::PluginMetrics;

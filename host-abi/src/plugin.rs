@@ -149,6 +149,7 @@ pub struct Plugin {
     next_replica: AtomicUsize,
     next_context: AtomicU32,
     tick_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    me: Weak<Plugin>,
 }
 
 impl Drop for Plugin {
@@ -171,6 +172,16 @@ impl Drop for Plugin {
             }
         }
     }
+}
+
+/// After a root callback: a stream it switched to goes back to the parked set.
+fn repark(state: &mut HostState) {
+    if let Some(id) = state.borrowed.take()
+        && let Some(data) = state.stream.take()
+    {
+        state.parked.insert(id, data);
+    }
+    state.effective = state.root_context_id;
 }
 
 fn classify(err: &wasmtime::Error) -> FailureKind {
@@ -239,7 +250,8 @@ impl Plugin {
         shared: Arc<HostShared>,
     ) -> Result<Arc<Plugin>, LoadError> {
         let replicas = config.replicas.max(1);
-        let plugin = Arc::new(Plugin {
+        let plugin = Arc::new_cyclic(|me| Plugin {
+            me: me.clone(),
             metrics: Arc::new(PluginMetrics::new(&info.name)),
             info: Arc::new(info),
             config,
@@ -269,7 +281,8 @@ impl Plugin {
         // load time, before any request depends on it.
         for index in 0..replicas {
             let mut slot = plugin.lock(index);
-            let replica = plugin.instantiate(index)?;
+            let mut replica = plugin.instantiate(index)?;
+            replica.store.data_mut().generation = 1;
             slot.replica = Some(replica);
             slot.generation = 1;
             drop(slot);
@@ -323,6 +336,12 @@ impl Plugin {
             tick_period: None,
             foreign_args: Vec::new(),
             done_requested: false,
+            call_response: None,
+            parked: HashMap::new(),
+            borrowed: None,
+            plugin_ref: self.me.clone(),
+            generation: 0,
+            next_token: 1,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -403,7 +422,8 @@ impl Plugin {
         let mut slot = self.lock(index);
         if slot.replica.is_none() {
             match self.instantiate(index) {
-                Ok(replica) => {
+                Ok(mut replica) => {
+                    replica.store.data_mut().generation = slot.generation;
                     slot.replica = Some(replica);
                     let generation = slot.generation;
                     drop(slot);
@@ -448,6 +468,7 @@ impl Plugin {
             replica: index,
             generation,
             context_id,
+            parked: false,
             signals,
             data: StreamData::new(env),
         })
@@ -460,6 +481,7 @@ impl Plugin {
         name: &str,
         n: i32,
         end_of_stream: Option<bool>,
+        park_on_pause: bool,
     ) -> Result<Action, FilterFailure> {
         let mut slot = self.lock(stream.replica);
         if slot.generation != stream.generation {
@@ -491,12 +513,22 @@ impl Plugin {
             None => call(&self.config, replica, name, (ctx, n)),
         };
         let state = replica.store.data_mut();
+        let action = match &result {
+            Ok(raw) => raw.map_or(Action::Continue, Action::from_raw),
+            Err(_) => Action::Continue,
+        };
         if let Some(data) = state.stream.take() {
-            stream.data = data;
+            if park_on_pause && action == Action::Pause && data.local_response.is_none() {
+                // Paused: a callout answer or tick may switch to this stream and edit it.
+                state.parked.insert(stream.context_id, data);
+                stream.parked = true;
+            } else {
+                stream.data = data;
+            }
         }
         state.effective = state.root_context_id;
         match result {
-            Ok(raw) => Ok(raw.map_or(Action::Continue, Action::from_raw)),
+            Ok(_) => Ok(action),
             Err(f) => {
                 self.fail_replica(&mut slot, &f);
                 Err(f)
@@ -514,7 +546,13 @@ impl Plugin {
             return;
         };
         let env = stream.data.env.clone();
-        let data = std::mem::replace(&mut stream.data, StreamData::new(env));
+        let mut data = std::mem::replace(&mut stream.data, StreamData::new(env));
+        if stream.parked {
+            if let Some(parked) = replica.store.data_mut().parked.remove(&stream.context_id) {
+                data = parked;
+            }
+            stream.parked = false;
+        }
         let ctx = stream.context_id as i32;
         replica.store.data_mut().stream = Some(data);
         replica.store.data_mut().effective = stream.context_id;
@@ -523,6 +561,7 @@ impl Plugin {
             .and_then(|_| call_unit(&self.config, replica, "proxy_on_delete", (ctx,)));
         let state = replica.store.data_mut();
         state.stream = None;
+        state.parked.remove(&stream.context_id);
         state.signals.remove(&stream.context_id);
         state.effective = state.root_context_id;
         if let Err(f) = result {
@@ -550,6 +589,7 @@ impl Plugin {
             Some(a) => call_unit(&self.config, replica, name, (root, a)),
             None => call_unit(&self.config, replica, name, (root,)),
         };
+        repark(replica.store.data_mut());
         if let Err(f) = result {
             self.fail_replica(&mut slot, &f);
             return false;
@@ -591,6 +631,71 @@ impl Plugin {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
+    }
+
+    /// Delivers a callout's answer: `proxy_on_http_call_response` on the replica that asked,
+    /// run on the runtime (never inline, the caller may hold that replica).
+    pub(crate) fn http_call_response(
+        self: &Arc<Self>,
+        replica: usize,
+        generation: u64,
+        token: u32,
+        response: Option<crate::callout::CalloutResponse>,
+    ) {
+        let plugin = self.clone();
+        let deliver = move || {
+            let mut slot = plugin.lock(replica);
+            if slot.generation != generation {
+                return;
+            }
+            let Some(r) = slot.replica.as_mut() else {
+                return;
+            };
+            let root = r.store.data().root_context_id as i32;
+            let (headers, body, trailers) = response.as_ref().map_or((0, 0, 0), |c| {
+                (c.headers.len(), c.body.len(), c.trailers.len())
+            });
+            r.store.data_mut().call_response = response;
+            let result = call_unit(
+                &plugin.config,
+                r,
+                "proxy_on_http_call_response",
+                (
+                    root,
+                    token as i32,
+                    headers as i32,
+                    body as i32,
+                    trailers as i32,
+                ),
+            );
+            let state = r.store.data_mut();
+            state.call_response = None;
+            repark(state);
+            if let Err(f) = result {
+                plugin.fail_replica(&mut slot, &f);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { deliver() });
+            }
+            Err(_) => deliver(),
+        }
+    }
+
+    /// Takes a paused stream's data back from the replica (after it was resumed).
+    pub(crate) fn unpark(&self, stream: &mut HttpStream) {
+        if !stream.parked {
+            return;
+        }
+        let mut slot = self.lock(stream.replica);
+        if slot.generation == stream.generation
+            && let Some(replica) = slot.replica.as_mut()
+            && let Some(data) = replica.store.data_mut().parked.remove(&stream.context_id)
+        {
+            stream.data = data;
+        }
+        stream.parked = false;
     }
 
     /// Tells the registering root context that its queue has items.

@@ -68,6 +68,7 @@ impl StreamData {
 pub struct HostShared {
     pub data: SharedState,
     pub plugins: Mutex<HashMap<usize, Weak<Plugin>>>,
+    pub services: std::sync::RwLock<Option<crate::callout::SharedServices>>,
 }
 
 pub struct HostState {
@@ -87,6 +88,17 @@ pub struct HostState {
     pub tick_period: Option<Duration>,
     pub foreign_args: Vec<u8>,
     pub done_requested: bool,
+    /// Data of streams paused by their filter, kept here so a later root callback (a callout's
+    /// answer, a tick) can switch to them with `proxy_set_effective_context` and edit them.
+    pub parked: HashMap<u32, StreamData>,
+    /// The parked stream a root callback switched to, to be parked again when it ends.
+    pub borrowed: Option<u32>,
+    /// The answer being delivered by `proxy_on_http_call_response`, readable during it.
+    pub call_response: Option<crate::callout::CalloutResponse>,
+    /// Where a callout's answer must be delivered: this plugin and replica.
+    pub plugin_ref: Weak<Plugin>,
+    pub generation: u64,
+    pub next_token: u32,
 }
 
 pub(crate) type Ctx<'a> = Caller<'a, HostState>;

@@ -51,6 +51,8 @@ pub struct HttpStream {
     pub(crate) replica: usize,
     pub(crate) generation: u64,
     pub(crate) context_id: u32,
+    /// While paused, the data lives in the replica (see `HostState::parked`).
+    pub(crate) parked: bool,
     pub(crate) signals: Arc<StreamSignals>,
     /// The stream's headers, bodies and trailers as the filter sees and edits them.
     pub data: StreamData,
@@ -60,13 +62,13 @@ impl HttpStream {
     /// Runs `proxy_on_request_headers`; `data.request_headers` holds the map before and after.
     pub fn on_request_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.request_headers.len() as i32;
-        self.callback("proxy_on_request_headers", n, end_of_stream)
+        self.callback("proxy_on_request_headers", n, end_of_stream, true)
     }
 
     /// Runs `proxy_on_request_body` over everything buffered in `data.request_body`.
     pub fn on_request_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.request_body.len() as i32;
-        self.callback("proxy_on_request_body", n, end_of_stream)
+        self.callback("proxy_on_request_body", n, end_of_stream, false)
     }
 
     pub fn on_request_trailers(&mut self) -> Result<Action, FilterFailure> {
@@ -76,12 +78,12 @@ impl HttpStream {
 
     pub fn on_response_headers(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.response_headers.len() as i32;
-        self.callback("proxy_on_response_headers", n, end_of_stream)
+        self.callback("proxy_on_response_headers", n, end_of_stream, true)
     }
 
     pub fn on_response_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.response_body.len() as i32;
-        self.callback("proxy_on_response_body", n, end_of_stream)
+        self.callback("proxy_on_response_body", n, end_of_stream, false)
     }
 
     pub fn on_response_trailers(&mut self) -> Result<Action, FilterFailure> {
@@ -91,7 +93,20 @@ impl HttpStream {
 
     /// The local response the filter sent, if any (taken once).
     pub fn take_local_response(&mut self) -> Option<LocalResponse> {
+        self.unpark();
         self.data.local_response.take()
+    }
+
+    /// Whether the filter paused the stream and has not been given its data back yet.
+    pub fn is_paused(&self) -> bool {
+        self.parked
+    }
+
+    /// After a paused stream was resumed, brings its (possibly edited) data back into
+    /// [`HttpStream::data`]. Called by `take_local_response`; call it before reading `data`.
+    pub fn unpark(&mut self) {
+        let plugin = self.plugin.clone();
+        plugin.unpark(self);
     }
 
     /// Waits until the filter resumes a paused stream.
@@ -111,14 +126,22 @@ impl HttpStream {
         &self.plugin
     }
 
-    fn callback(&mut self, name: &str, n: i32, eos: bool) -> Result<Action, FilterFailure> {
+    /// Header callbacks park the stream's data with the VM when they pause (the proxy then
+    /// waits for a resume); body callbacks pausing means "buffer", so they never park.
+    fn callback(
+        &mut self,
+        name: &str,
+        n: i32,
+        eos: bool,
+        park: bool,
+    ) -> Result<Action, FilterFailure> {
         let plugin = self.plugin.clone();
-        plugin.stream_callback(self, name, n, Some(eos))
+        plugin.stream_callback(self, name, n, Some(eos), park)
     }
 
     fn callback2(&mut self, name: &str, n: i32) -> Result<Action, FilterFailure> {
         let plugin = self.plugin.clone();
-        plugin.stream_callback(self, name, n, None)
+        plugin.stream_callback(self, name, n, None, true)
     }
 }
 

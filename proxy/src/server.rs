@@ -339,6 +339,10 @@ impl Server {
             }),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
         });
+        // Filters' HTTP callouts go through the clusters of whatever snapshot is running.
+        crate::filter::host()?.set_services(Arc::new(crate::filter::ClusterCallouts {
+            snapshot: control.snapshot.clone(),
+        }));
         for b in bound {
             let slot = control.serve(b)?;
             control

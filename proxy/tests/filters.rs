@@ -212,3 +212,49 @@ async fn filter_rewrites_request_and_response_bodies() {
     let got = send(proxy.addr("main"), req, false).await;
     assert_eq!(got.text(), "plain");
 }
+
+#[tokio::test]
+async fn filter_calls_out_through_a_cluster_then_resumes_or_denies() {
+    let upstream = Upstream::with(|seen: Seen| async move {
+        match seen.path.as_str() {
+            "/allow" => reply(StatusCode::OK, "auth", "granted"),
+            "/deny" => reply(StatusCode::FORBIDDEN, "auth", "no"),
+            _ => reply(StatusCode::OK, "main", "main"),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+
+    let got = send(
+        proxy.addr("main"),
+        request("GET", "/app", &[("x-probe-callout", "/allow")]),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.text(), "main");
+    let seen = upstream.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 2, "the callout, then the request itself");
+    assert_eq!(seen[0].path, "/allow");
+    assert_eq!(seen[0].headers["host"], "auth");
+    assert_eq!(seen[1].path, "/app");
+    assert_eq!(
+        seen[1].headers.get("x-callout-body").map(|v| v.as_bytes()),
+        Some(&b"granted"[..]),
+        "edited after the callout: {:?}",
+        seen[1].headers
+    );
+
+    let got = send(
+        proxy.addr("main"),
+        request("GET", "/app", &[("x-probe-callout", "/deny")]),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_eq!(got.header("x-denied-by"), Some("probe"));
+    assert_eq!(got.text(), "denied");
+    let seen = upstream.seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 3, "a denied request never reaches the upstream");
+    assert_eq!(seen[2].path, "/deny");
+}

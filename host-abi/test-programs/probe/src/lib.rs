@@ -13,6 +13,8 @@
 //!   `x-probe-ticks`;
 //! - `x-probe-body`: buffers the whole request body and upper-cases it, and appends
 //!   ` [probed]` to the whole response body;
+//! - `x-probe-callout: PATH`: pauses, calls cluster `backend` at PATH, and on a 200 resumes
+//!   with the answer's body in `x-callout-body`, otherwise answers 403 `denied`;
 //! - `x-probe-enqueue: MSG`: puts MSG on the `probe` shared queue; the root context, told by
 //!   `proxy_on_queue_ready`, dequeues it into shared data, echoed in `x-probe-last`.
 
@@ -103,7 +105,27 @@ struct Probe {
     body: bool,
 }
 
-impl Context for Probe {}
+impl Context for Probe {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = self.get_http_call_response_header(":status");
+        if status.as_deref() == Some("200") {
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            self.set_http_request_header("x-callout-body", Some(&body));
+            self.resume_http_request();
+        } else {
+            self.send_http_response(403, vec![("x-denied-by", "probe")], Some(b"denied"));
+        }
+    }
+}
 
 impl Probe {
     fn count(&self) -> u64 {
@@ -151,6 +173,20 @@ impl HttpContext for Probe {
         proxy_wasm::hostcalls::log(LogLevel::Info, &format!("probe request {n}")).ok();
         if self.get_http_request_header(":path").as_deref() == Some("/local") {
             self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
+            return Action::Pause;
+        }
+        if let Some(path) = self.get_http_request_header("x-probe-callout") {
+            let dispatched = self.dispatch_http_call(
+                "backend",
+                vec![(":method", "GET"), (":path", &path), (":authority", "auth")],
+                None,
+                vec![],
+                std::time::Duration::from_secs(5),
+            );
+            if dispatched.is_ok() {
+                return Action::Pause;
+            }
+            self.send_http_response(500, vec![], Some(b"dispatch failed"));
             return Action::Pause;
         }
         if let Some(name) = self.get_http_request_header("x-probe-property") {
