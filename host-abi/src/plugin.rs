@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap};
+use std::any::{Any, TypeId};
+
+use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap, TypedFunc};
 
 use crate::abi::Action;
 use crate::metrics::PluginMetrics;
@@ -130,6 +132,8 @@ impl std::fmt::Display for FailureKind {
 pub(crate) struct Replica {
     store: Store<HostState>,
     instance: Instance,
+    /// Typed exports by (name, signature), filled on first use.
+    funcs: HashMap<(&'static str, TypeId), Box<dyn Any + Send>>,
 }
 
 struct Slot {
@@ -204,17 +208,36 @@ fn arm_deadline(config: &PluginConfig, replica: &mut Replica) {
     replica.store.set_epoch_deadline(ticks);
 }
 
+/// The export `name` as a typed function, looked up once per replica: a lookup by name plus
+/// the type check costs more than the call itself, and callbacks run several times per request.
+fn typed<P, R>(replica: &mut Replica, name: &'static str) -> Option<TypedFunc<P, R>>
+where
+    P: wasmtime::WasmParams + 'static,
+    R: wasmtime::WasmResults + 'static,
+{
+    let key = (name, TypeId::of::<(P, R)>());
+    if let Some(cached) = replica.funcs.get(&key) {
+        return cached
+            .downcast_ref::<Option<TypedFunc<P, R>>>()
+            .cloned()
+            .flatten();
+    }
+    let func = replica
+        .instance
+        .get_typed_func::<P, R>(&mut replica.store, name)
+        .ok();
+    replica.funcs.insert(key, Box::new(func.clone()));
+    func
+}
+
 /// Calls an `i32`-returning export with `args`; `Ok(None)` if the module does not export it.
-fn call<P: wasmtime::WasmParams>(
+fn call<P: wasmtime::WasmParams + 'static>(
     config: &PluginConfig,
     replica: &mut Replica,
-    name: &str,
+    name: &'static str,
     args: P,
 ) -> Result<Option<i32>, FilterFailure> {
-    let Ok(func) = replica
-        .instance
-        .get_typed_func::<P, i32>(&mut replica.store, name)
-    else {
+    let Some(func) = typed::<P, i32>(replica, name) else {
         return Ok(None);
     };
     arm_deadline(config, replica);
@@ -223,16 +246,13 @@ fn call<P: wasmtime::WasmParams>(
         .map_err(failure)
 }
 
-fn call_unit<P: wasmtime::WasmParams>(
+fn call_unit<P: wasmtime::WasmParams + 'static>(
     config: &PluginConfig,
     replica: &mut Replica,
-    name: &str,
+    name: &'static str,
     args: P,
 ) -> Result<bool, FilterFailure> {
-    let Ok(func) = replica
-        .instance
-        .get_typed_func::<P, ()>(&mut replica.store, name)
-    else {
+    let Some(func) = typed::<P, ()>(replica, name) else {
         return Ok(false);
     };
     arm_deadline(config, replica);
@@ -353,7 +373,11 @@ impl Plugin {
                 plugin: plugin.clone(),
                 message: format!("{e:#}"),
             })?;
-        let mut replica = Replica { store, instance };
+        let mut replica = Replica {
+            store,
+            instance,
+            funcs: HashMap::new(),
+        };
         let cfg = &self.config;
         let fail = |f: FilterFailure| LoadError::Failure(f, plugin.clone());
         // WASI reactor start-up, then the ABI's VM and plugin start.
@@ -478,7 +502,7 @@ impl Plugin {
     pub(crate) fn stream_callback(
         &self,
         stream: &mut HttpStream,
-        name: &str,
+        name: &'static str,
         n: i32,
         end_of_stream: Option<bool>,
         park_on_pause: bool,
@@ -574,7 +598,7 @@ impl Plugin {
         &self,
         index: usize,
         generation: u64,
-        name: &str,
+        name: &'static str,
         arg: Option<i32>,
     ) -> bool {
         let mut slot = self.lock(index);

@@ -130,7 +130,7 @@ impl HttpStream {
     /// waits for a resume); body callbacks pausing means "buffer", so they never park.
     fn callback(
         &mut self,
-        name: &str,
+        name: &'static str,
         n: i32,
         eos: bool,
         park: bool,
@@ -139,7 +139,7 @@ impl HttpStream {
         plugin.stream_callback(self, name, n, Some(eos), park)
     }
 
-    fn callback2(&mut self, name: &str, n: i32) -> Result<Action, FilterFailure> {
+    fn callback2(&mut self, name: &'static str, n: i32) -> Result<Action, FilterFailure> {
         let plugin = self.plugin.clone();
         plugin.stream_callback(self, name, n, None, true)
     }
