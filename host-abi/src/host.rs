@@ -132,7 +132,12 @@ impl Host {
         }
         let module = Module::new(&self.engine, wasm).map_err(compile_err)?;
         if let Ok(bytes) = module.serialize() {
-            let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            // Unique per writer, so concurrent loads of one module never share a temp file.
+            let tmp = dir.join(format!(
+                ".{name}.{}.{:016x}.tmp",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
             let written = std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::write(&tmp, &bytes))
                 .and_then(|()| std::fs::rename(&tmp, &path));
