@@ -1,0 +1,861 @@
+//! OCI distribution spec v1.1 server on hyper 1 (HTTP/1.1), over [`crate::store::Store`].
+//!
+//! Request bodies are read into memory (capped: 4 MiB for manifests, [`MAX_BLOB_BODY`] per
+//! blob request); store calls run on tokio's blocking pool.
+
+// Handlers use `Result<_, Response>`: the error side is the ready-made error response.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::store::{Digest, Reference, Store, StoreError, referenced_digests, validate_repo_name};
+
+/// Manifests larger than this are refused with 413.
+pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+/// Largest body accepted by one blob request (POST, PATCH or PUT).
+pub const MAX_BLOB_BODY: usize = 512 * 1024 * 1024;
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Store root directory (created if missing).
+    pub root: PathBuf,
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// When set, push requests (POST/PATCH/PUT/DELETE) need this token.
+    pub push_token: Option<String>,
+    /// When set, pull requests (GET/HEAD) need this token.
+    pub pull_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to listen on non-loopback address {0} without a push token: anyone could push filters; set push_token or listen on 127.0.0.1/::1"
+    )]
+    InsecureBind(SocketAddr),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running registry: its bound address and a shutdown handle.
+pub struct RunningRegistry {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRegistry {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningRegistry {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+struct State {
+    store: Store,
+    push_token: Option<String>,
+    pull_token: Option<String>,
+}
+
+/// Binds and serves the registry in the background.
+pub async fn serve(config: RegistryConfig) -> Result<RunningRegistry, ServeError> {
+    if config.push_token.is_none() {
+        if !config.listen.ip().is_loopback() {
+            return Err(ServeError::InsecureBind(config.listen));
+        }
+        tracing::warn!(addr = %config.listen, "registry has no push token: anyone on this host can push");
+    }
+    let store = Store::open(&config.root)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = Arc::new(State {
+        store,
+        push_token: config.push_token,
+        pull_token: config.pull_token,
+    });
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                acc = listener.accept() => {
+                    let (stream, peer) = match acc {
+                        Ok(x) => x,
+                        Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(state, req).await) }
+                        });
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await
+                        {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
+                    });
+                }
+            }
+        }
+    });
+    tracing::info!(%addr, "registry listening");
+    Ok(RunningRegistry {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn store_error(e: &StoreError) -> Resp {
+    let msg = e.to_string();
+    match e {
+        StoreError::NameInvalid(_) => error(StatusCode::BAD_REQUEST, "NAME_INVALID", &msg),
+        StoreError::TagInvalid(_) => error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", &msg),
+        StoreError::DigestInvalid(_) | StoreError::DigestMismatch { .. } => {
+            error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", &msg)
+        }
+        StoreError::BlobUnknown(_) => error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", &msg),
+        StoreError::ManifestUnknown(_) => error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &msg),
+        StoreError::UploadUnknown(_) => error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", &msg),
+        StoreError::RangeInvalid { .. } => error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            &msg,
+        ),
+        StoreError::Io { .. } => {
+            tracing::error!(error = %e, "store I/O error");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "internal storage error",
+            )
+        }
+    }
+}
+
+fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+fn set(r: &mut Resp, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+fn unauthorized() -> Resp {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "authentication required",
+    );
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer realm="wasmesh",service="wasmesh-registry""#),
+    );
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Basic realm="wasmesh""#),
+    );
+    r
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in s {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Constant-time-ish comparison (length leaks, content does not).
+fn token_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
+    let Some(h) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    if let Some(t) = h.strip_prefix("Bearer ") {
+        return token_eq(t.trim().as_bytes(), token.as_bytes());
+    }
+    if let Some(b) = h.strip_prefix("Basic ")
+        && let Some(decoded) = base64_decode(b.trim())
+        && let Some(pos) = decoded.iter().position(|&c| c == b':')
+    {
+        return token_eq(&decoded[pos + 1..], token.as_bytes());
+    }
+    false
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+enum Route<'a> {
+    Ping,
+    Tags(&'a str),
+    Uploads(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    Manifest(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix("/v2/")?;
+    if rest.is_empty() {
+        return Some(Route::Ping);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags(name));
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads") {
+        return Some(Route::Uploads(name, ""));
+    }
+    if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
+        return Some(Route::Uploads(name, id));
+    }
+    if let Some((name, d)) = rest.rsplit_once("/blobs/") {
+        return Some(Route::Blob(name, d));
+    }
+    if let Some((name, r)) = rest.rsplit_once("/manifests/") {
+        return Some(Route::Manifest(name, r));
+    }
+    if let Some((name, d)) = rest.rsplit_once("/referrers/") {
+        return Some(Route::Referrers(name, d));
+    }
+    None
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "SIZE_INVALID",
+                    "body too large",
+                ))
+            } else {
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    "body read failed",
+                ))
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Resp> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_error(&e)),
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "internal error",
+        )),
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
+    let is_pull = matches!(*req.method(), Method::GET | Method::HEAD);
+    let token = if is_pull {
+        state.pull_token.as_deref()
+    } else {
+        state.push_token.as_deref()
+    };
+    if let Some(t) = token
+        && !authorized(&req, t)
+    {
+        return unauthorized();
+    }
+    let path = req.uri().path().to_string();
+    let Some(r) = route(&path) else {
+        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such endpoint");
+    };
+    let name = match &r {
+        Route::Ping => "",
+        Route::Tags(n)
+        | Route::Uploads(n, _)
+        | Route::Blob(n, _)
+        | Route::Manifest(n, _)
+        | Route::Referrers(n, _) => n,
+    };
+    if !matches!(r, Route::Ping)
+        && let Err(e) = validate_repo_name(name)
+    {
+        return store_error(&e);
+    }
+    let name = name.to_string();
+    let res = match r {
+        Route::Ping => Ok(ping(&req)),
+        Route::Tags(_) if req.method() == Method::GET => tags_list(&state, &req, name).await,
+        Route::Blob(_, d) => {
+            let d = d.to_string();
+            match *req.method() {
+                Method::GET | Method::HEAD => get_blob(&state, &req, d).await,
+                Method::DELETE => delete_blob(&state, d).await,
+                _ => Err(unsupported()),
+            }
+        }
+        Route::Uploads(_, id) => {
+            let id = id.to_string();
+            match (req.method().clone(), id.is_empty()) {
+                (Method::POST, true) => post_upload(&state, req, name).await,
+                (Method::PATCH, false) => patch_upload(&state, req, name, id).await,
+                (Method::PUT, false) => put_upload(&state, req, name, id).await,
+                (Method::GET, false) => upload_status(&state, name, id).await,
+                (Method::DELETE, false) => {
+                    let s = state.store.clone();
+                    blocking(move || s.cancel_upload(&id))
+                        .await
+                        .map(|_| empty(StatusCode::NO_CONTENT))
+                }
+                _ => Err(unsupported()),
+            }
+        }
+        Route::Manifest(_, reference) => {
+            let reference = reference.to_string();
+            match *req.method() {
+                Method::GET | Method::HEAD => get_manifest(&state, &req, name, reference).await,
+                Method::PUT => put_manifest(&state, req, name, reference).await,
+                Method::DELETE => delete_manifest(&state, name, reference).await,
+                _ => Err(unsupported()),
+            }
+        }
+        Route::Referrers(_, d) if req.method() == Method::GET => {
+            referrers(&state, &req, name, d.to_string()).await
+        }
+        _ => Err(unsupported()),
+    };
+    res.unwrap_or_else(|e| e)
+}
+
+fn unsupported() -> Resp {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        "method not supported here",
+    )
+}
+
+fn ping(_req: &Request<Incoming>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
+    set(&mut r, "content-type", "application/json");
+    set(&mut r, "docker-distribution-api-version", "registry/2.0");
+    r
+}
+
+fn parse_digest(s: &str) -> Result<Digest, Resp> {
+    s.parse::<Digest>().map_err(|e| store_error(&e))
+}
+
+async fn get_blob(state: &State, req: &Request<Incoming>, d: String) -> Result<Resp, Resp> {
+    let d = parse_digest(&d)?;
+    let s = state.store.clone();
+    let dd = d.clone();
+    let data = blocking(move || s.read_blob(&dd)).await?;
+    let len = data.len() as u64;
+    let head = req.method() == Method::HEAD;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(r) => {
+            let parsed = r.strip_prefix("bytes=").and_then(|spec| {
+                let (a, b) = spec.split_once('-')?;
+                let a: u64 = a.trim().parse().ok()?;
+                let b: u64 = if b.trim().is_empty() {
+                    len.checked_sub(1)?
+                } else {
+                    b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+                };
+                (a <= b && a < len).then_some((a, b + 1))
+            });
+            match parsed {
+                Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
+                None => {
+                    let mut r = error(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "BLOB_UNKNOWN",
+                        "unsatisfiable range",
+                    );
+                    set(&mut r, "content-range", &format!("bytes */{len}"));
+                    return Err(r);
+                }
+            }
+        }
+    };
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(data).slice(start as usize..end as usize)
+    };
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    set(&mut r, "content-type", "application/octet-stream");
+    set(&mut r, "content-length", &(end - start).to_string());
+    set(&mut r, "docker-content-digest", &d.to_string());
+    set(&mut r, "accept-ranges", "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut r,
+            "content-range",
+            &format!("bytes {start}-{}/{len}", end - 1),
+        );
+    }
+    Ok(r)
+}
+
+async fn delete_blob(state: &State, d: String) -> Result<Resp, Resp> {
+    let d = parse_digest(&d)?;
+    let s = state.store.clone();
+    blocking(move || s.delete_blob(&d)).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+fn blob_created(name: &str, d: &Digest) -> Resp {
+    let mut r = empty(StatusCode::CREATED);
+    set(&mut r, "location", &format!("/v2/{name}/blobs/{d}"));
+    set(&mut r, "docker-content-digest", &d.to_string());
+    r
+}
+
+fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Resp {
+    let mut r = empty(status);
+    set(
+        &mut r,
+        "location",
+        &format!("/v2/{name}/blobs/uploads/{id}"),
+    );
+    set(&mut r, "docker-upload-uuid", id);
+    set(&mut r, "range", &format!("0-{}", size.saturating_sub(1)));
+    r
+}
+
+async fn post_upload(state: &State, req: Request<Incoming>, name: String) -> Result<Resp, Resp> {
+    if let Some(m) = query_param(&req, "mount") {
+        let d = parse_digest(&m)?;
+        // `from` is optional (any repository may mount a blob the store holds), but if given it
+        // must be a valid name.
+        if let Some(from) = query_param(&req, "from") {
+            validate_repo_name(&from).map_err(|e| store_error(&e))?;
+        }
+        if state.store.blob_size(&d).is_some() {
+            return Ok(blob_created(&name, &d));
+        }
+    } else if let Some(dg) = query_param(&req, "digest") {
+        let d = parse_digest(&dg)?;
+        let body = read_body(req, MAX_BLOB_BODY).await?;
+        let s = state.store.clone();
+        let dd = d.clone();
+        blocking(move || s.put_blob(&dd, &body)).await?;
+        return Ok(blob_created(&name, &d));
+    }
+    let s = state.store.clone();
+    let id = blocking(move || s.start_upload()).await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, 0))
+}
+
+async fn patch_upload(
+    state: &State,
+    req: Request<Incoming>,
+    name: String,
+    id: String,
+) -> Result<Resp, Resp> {
+    let range = match req.headers().get(header::CONTENT_RANGE) {
+        None => None,
+        Some(v) => {
+            let parsed = v.to_str().ok().and_then(|s| {
+                let s = s
+                    .trim()
+                    .trim_start_matches("bytes ")
+                    .trim_start_matches("bytes=");
+                let (a, b) = s.split_once('-')?;
+                Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+            });
+            match parsed {
+                Some((a, b)) if a <= b => Some((a, b)),
+                _ => {
+                    return Err(error(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "BLOB_UPLOAD_INVALID",
+                        "bad Content-Range",
+                    ));
+                }
+            }
+        }
+    };
+    let body = read_body(req, MAX_BLOB_BODY).await?;
+    if let Some((a, b)) = range
+        && b - a + 1 != body.len() as u64
+    {
+        return Err(error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range does not match the body length",
+        ));
+    }
+    let s = state.store.clone();
+    let id2 = id.clone();
+    let size = blocking(move || s.append_upload(&id2, range.map(|r| r.0), &body)).await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, size))
+}
+
+async fn put_upload(
+    state: &State,
+    req: Request<Incoming>,
+    name: String,
+    id: String,
+) -> Result<Resp, Resp> {
+    let Some(dg) = query_param(&req, "digest") else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "missing digest query parameter",
+        ));
+    };
+    let d = parse_digest(&dg)?;
+    let body = read_body(req, MAX_BLOB_BODY).await?;
+    let s = state.store.clone();
+    let dd = d.clone();
+    blocking(move || s.finish_upload(&id, &dd, &body)).await?;
+    Ok(blob_created(&name, &d))
+}
+
+async fn upload_status(state: &State, name: String, id: String) -> Result<Resp, Resp> {
+    let s = state.store.clone();
+    let id2 = id.clone();
+    let size = blocking(move || s.upload_size(&id2)).await?;
+    Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
+}
+
+async fn get_manifest(
+    state: &State,
+    req: &Request<Incoming>,
+    name: String,
+    reference: String,
+) -> Result<Resp, Resp> {
+    let reference: Reference = reference.parse().map_err(|e| store_error(&e))?;
+    let s = state.store.clone();
+    let m = blocking(move || s.get_manifest(&name, &reference)).await?;
+    let len = m.bytes.len();
+    let body = if req.method() == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(m.bytes)
+    };
+    let mut r = Response::new(Full::new(body));
+    set(&mut r, "content-type", &m.media_type);
+    set(&mut r, "content-length", &len.to_string());
+    set(&mut r, "docker-content-digest", &m.digest.to_string());
+    Ok(r)
+}
+
+async fn put_manifest(
+    state: &State,
+    req: Request<Incoming>,
+    name: String,
+    reference: String,
+) -> Result<Resp, Resp> {
+    let reference: Reference = reference.parse().map_err(|e| store_error(&e))?;
+    let header_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+    let body = read_body(req, MAX_MANIFEST).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            &format!("manifest is not JSON: {e}"),
+        )
+    })?;
+    let media_type = json
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .or(header_type)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                "no mediaType in manifest or Content-Type",
+            )
+        })?;
+    for d in referenced_digests(&body) {
+        if state.store.blob_size(&d).is_none() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                &format!("referenced blob {d} is not in the registry"),
+            ));
+        }
+    }
+    let subject = json
+        .get("subject")
+        .and_then(|s| s.get("digest"))
+        .and_then(|d| d.as_str())
+        .and_then(|d| d.parse::<Digest>().ok());
+    let s = state.store.clone();
+    let n = name.clone();
+    let digest = blocking(move || s.put_manifest(&n, &reference, &media_type, &body)).await?;
+    let mut r = empty(StatusCode::CREATED);
+    set(
+        &mut r,
+        "location",
+        &format!("/v2/{name}/manifests/{digest}"),
+    );
+    set(&mut r, "docker-content-digest", &digest.to_string());
+    if let Some(sub) = subject {
+        set(&mut r, "oci-subject", &sub.to_string());
+    }
+    Ok(r)
+}
+
+async fn delete_manifest(state: &State, name: String, reference: String) -> Result<Resp, Resp> {
+    let reference: Reference = reference.parse().map_err(|e| store_error(&e))?;
+    let s = state.store.clone();
+    blocking(move || match reference {
+        Reference::Digest(d) => s.delete_manifest(&name, &d),
+        Reference::Tag(t) => s.delete_tag(&name, &t),
+    })
+    .await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+async fn tags_list(state: &State, req: &Request<Incoming>, name: String) -> Result<Resp, Resp> {
+    let n: Option<usize> = match query_param(req, "n") {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "PAGINATION_NUMBER_INVALID",
+                "bad n",
+            )
+        })?),
+    };
+    let last = query_param(req, "last");
+    let s = state.store.clone();
+    let n2 = name.clone();
+    let (exists, tags) = blocking(move || Ok((s.repo_exists(&n2)?, s.list_tags(&n2)?))).await?;
+    if !exists {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository unknown",
+        ));
+    }
+    let mut tags: Vec<String> = tags
+        .into_iter()
+        .filter(|t| last.as_ref().is_none_or(|l| t.as_str() > l.as_str()))
+        .collect();
+    let mut link = None;
+    if let Some(n) = n
+        && tags.len() > n
+    {
+        tags.truncate(n);
+        if let Some(l) = tags.last() {
+            link = Some(format!(
+                "</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\""
+            ));
+        }
+    }
+    let body = serde_json::json!({"name": name, "tags": tags}).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    set(&mut r, "content-type", "application/json");
+    if let Some(l) = link {
+        set(&mut r, "link", &l);
+    }
+    Ok(r)
+}
+
+async fn referrers(
+    state: &State,
+    req: &Request<Incoming>,
+    name: String,
+    d: String,
+) -> Result<Resp, Resp> {
+    let subject = parse_digest(&d)?;
+    let filter = query_param(req, "artifactType");
+    let s = state.store.clone();
+    let f = filter.clone();
+    let manifests = blocking(move || {
+        let mut out = Vec::new();
+        if !s.repo_exists(&name)? {
+            return Ok(out);
+        }
+        for md in s.list_manifests(&name)? {
+            let Ok(bytes) = s.read_blob(&md) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let sub = v
+                .get("subject")
+                .and_then(|x| x.get("digest"))
+                .and_then(|x| x.as_str());
+            if sub != Some(subject.to_string().as_str()) {
+                continue;
+            }
+            let artifact_type = v
+                .get("artifactType")
+                .or_else(|| v.get("config").and_then(|c| c.get("mediaType")))
+                .and_then(|x| x.as_str())
+                .map(str::to_string);
+            if let Some(f) = &f
+                && artifact_type.as_deref() != Some(f.as_str())
+            {
+                continue;
+            }
+            let media_type = v
+                .get("mediaType")
+                .and_then(|x| x.as_str())
+                .unwrap_or("application/vnd.oci.image.manifest.v1+json");
+            let mut desc = serde_json::json!({
+                "mediaType": media_type,
+                "digest": md.to_string(),
+                "size": bytes.len(),
+            });
+            if let Some(at) = artifact_type {
+                desc["artifactType"] = serde_json::Value::String(at);
+            }
+            if let Some(a) = v.get("annotations") {
+                desc["annotations"] = a.clone();
+            }
+            out.push(desc);
+        }
+        Ok(out)
+    })
+    .await?;
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": manifests,
+    })
+    .to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    set(&mut r, "content-type", INDEX_MEDIA_TYPE);
+    if filter.is_some() {
+        set(&mut r, "oci-filters-applied", "artifactType");
+    }
+    Ok(r)
+}
