@@ -47,12 +47,71 @@ enum Command {
         #[arg(long)]
         filter: Option<PathBuf>,
     },
+    /// The OCI filter registry.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Publish and fetch filters as OCI artifacts.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
     /// Run only a demo upstream (used by the benchmarks and tests).
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
         #[arg(long, default_value = "upstream")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Serve an OCI distribution registry from a directory.
+    Serve {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+        /// Token required to push (Bearer, or Basic with it as password); without one the
+        /// registry serves only on loopback.
+        #[arg(long, env = "WASMESH_REGISTRY_PUSH_TOKEN")]
+        push_token: Option<String>,
+        /// Token required to pull (default: anonymous pulls).
+        #[arg(long, env = "WASMESH_REGISTRY_PULL_TOKEN")]
+        pull_token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Push FILE.wasm as oci://HOST/REPO:TAG; prints the manifest digest.
+    Push {
+        file: PathBuf,
+        reference: String,
+        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
+        token: Option<String>,
+    },
+    /// Pull a filter, verifying every digest, into a file.
+    Pull {
+        reference: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
+        token: Option<String>,
+    },
+    /// List the tags of HOST/REPO.
+    Ls {
+        repository: String,
+        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
+        token: Option<String>,
+    },
+    /// Print a filter's manifest.
+    Inspect {
+        reference: String,
+        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
+        token: Option<String>,
     },
 }
 
@@ -137,6 +196,57 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tokio::signal::ctrl_c()
                 .await
                 .context("waiting for ctrl-c")?;
+            Ok(())
+        }
+        Command::Registry {
+            command:
+                RegistryCommand::Serve {
+                    root,
+                    listen,
+                    push_token,
+                    pull_token,
+                },
+        } => {
+            let registry =
+                wasmesh_registry::server::serve(wasmesh_registry::server::RegistryConfig {
+                    root,
+                    listen,
+                    push_token,
+                    pull_token,
+                })
+                .await
+                .context("starting the registry")?;
+            println!("wasmesh: registry on {}", registry.local_addr());
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for ctrl-c")?;
+            registry.shutdown().await;
+            Ok(())
+        }
+        Command::Filter { command } => {
+            use wasmesh_registry::cli;
+            match command {
+                FilterCommand::Push {
+                    file,
+                    reference,
+                    token,
+                } => cli::push(&file, &reference, token.as_deref())
+                    .await
+                    .map(drop)?,
+                FilterCommand::Pull {
+                    reference,
+                    output,
+                    token,
+                } => cli::pull(&reference, &output, token.as_deref())
+                    .await
+                    .map(drop)?,
+                FilterCommand::Ls { repository, token } => {
+                    cli::ls(&repository, token.as_deref()).await.map(drop)?
+                }
+                FilterCommand::Inspect { reference, token } => {
+                    cli::inspect(&reference, token.as_deref()).await.map(drop)?
+                }
+            }
             Ok(())
         }
         Command::Validate { .. } => Ok(()),
