@@ -25,6 +25,10 @@ pub enum RouteError {
     },
     #[error("route \"{0}\": needs a cluster or weighted clusters")]
     NoAction(String),
+    #[error("route \"{route}\": invalid header name \"{header}\"")]
+    HeaderName { route: String, header: String },
+    #[error("route \"{0}\": weighted cluster weights add up to 0")]
+    ZeroWeight(String),
 }
 
 /// A compiled route table, shared by every connection of the listeners that use it.
@@ -220,7 +224,10 @@ fn compile_route(vhost: &str, index: usize, cfg: &config::Route) -> Result<Route
             HeaderMatchKind::Present(h.present.unwrap_or(true))
         };
         let Ok(header_name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Err(RouteError::NoAction(name.to_string()));
+            return Err(RouteError::HeaderName {
+                route: name.to_string(),
+                header: h.name.clone(),
+            });
         };
         headers.push(HeaderMatcher {
             name: header_name,
@@ -238,7 +245,7 @@ fn compile_route(vhost: &str, index: usize, cfg: &config::Route) -> Result<Route
                 .collect();
             let total = clusters.iter().map(|(_, w)| *w).sum();
             if total == 0 {
-                return Err(RouteError::NoAction(name.to_string()));
+                return Err(RouteError::ZeroWeight(name.to_string()));
             }
             RouteAction::Weighted { clusters, total }
         }

@@ -10,7 +10,6 @@ use hyper_util::rt::TokioIo;
 use support::*;
 
 fn tls_listener(
-    pki_dir: &std::path::Path,
     server: &Leaf,
     other: &Leaf,
     mtls: Option<&str>,
@@ -20,7 +19,6 @@ fn tls_listener(
         Some(ca) => format!("      client_ca_file: \"{ca}\"\n      require_client_cert: true\n"),
         None => String::new(),
     };
-    let _ = pki_dir;
     format!(
         r#"
 listeners:
@@ -55,6 +53,21 @@ clusters:
     )
 }
 
+/// Whether the proxy refused this client: at the handshake or, since TLS 1.3 finishes the
+/// client's side first, at the first request.
+async fn refused(addr: std::net::SocketAddr, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    match tls_connect(addr, "proxy.test", config).await {
+        Err(_) => true,
+        Ok(tls) => match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+            Err(_) => true,
+            Ok((mut sender, conn)) => {
+                tokio::spawn(conn);
+                sender.send_request(request("GET", "/", &[])).await.is_err()
+            }
+        },
+    }
+}
+
 fn req(path: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .uri(format!("https://proxy.test{path}"))
@@ -69,13 +82,7 @@ async fn tls_alpn_h2_and_http11() {
     let server = pki.leaf("proxy", &["proxy.test"], None);
     let other = pki.leaf("other", &["www.other.test"], None);
     let upstream = Upstream::named("alpha").await;
-    let proxy = Proxy::start(&tls_listener(
-        dir.path(),
-        &server,
-        &other,
-        None,
-        upstream.addr,
-    ));
+    let proxy = Proxy::start(&tls_listener(&server, &other, None, upstream.addr));
 
     let tls = tls_connect(
         proxy.addr("tls"),
@@ -110,13 +117,7 @@ async fn sni_selects_the_matching_certificate() {
     let server = pki.leaf("proxy", &["proxy.test"], None);
     let other = pki.leaf("other", &["www.other.test"], None);
     let upstream = Upstream::named("alpha").await;
-    let proxy = Proxy::start(&tls_listener(
-        dir.path(),
-        &server,
-        &other,
-        None,
-        upstream.addr,
-    ));
+    let proxy = Proxy::start(&tls_listener(&server, &other, None, upstream.addr));
     // The client verifies the name, so completing the handshake proves which cert was served.
     let tls = tls_connect(
         proxy.addr("tls"),
@@ -151,13 +152,7 @@ async fn mtls_accepts_good_client_and_rejects_others() {
     );
     let upstream = Upstream::named("alpha").await;
     let ca = pki.ca_file();
-    let proxy = Proxy::start(&tls_listener(
-        dir.path(),
-        &server,
-        &other,
-        Some(&ca),
-        upstream.addr,
-    ));
+    let proxy = Proxy::start(&tls_listener(&server, &other, Some(&ca), upstream.addr));
 
     let tls = tls_connect(
         proxy.addr("tls"),
@@ -180,22 +175,7 @@ async fn mtls_accepts_good_client_and_rejects_others() {
     // No certificate: TLS 1.3 completes the client's side of the handshake first, so the
     // rejection shows as an error on the first read or write at the latest.
     let hits_before = upstream.hits();
-    let rejected = match tls_connect(
-        proxy.addr("tls"),
-        "proxy.test",
-        client_tls(&pki, &["http/1.1"], None),
-    )
-    .await
-    {
-        Err(_) => true,
-        Ok(tls) => match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
-            Err(_) => true,
-            Ok((mut sender, conn)) => {
-                tokio::spawn(conn);
-                sender.send_request(request("GET", "/", &[])).await.is_err()
-            }
-        },
-    };
+    let rejected = refused(proxy.addr("tls"), client_tls(&pki, &["http/1.1"], None)).await;
     assert!(
         rejected,
         "a client without a certificate must not get through"
@@ -205,22 +185,11 @@ async fn mtls_accepts_good_client_and_rejects_others() {
     let rogue_dir = tempfile::tempdir().expect("dir");
     let rogue_pki = Pki::new(rogue_dir.path());
     let rogue = rogue_pki.leaf("rogue", &[], Some("spiffe://evil/x"));
-    let rejected = match tls_connect(
+    let rejected = refused(
         proxy.addr("tls"),
-        "proxy.test",
         client_tls(&pki, &["http/1.1"], Some(&rogue)),
     )
-    .await
-    {
-        Err(_) => true,
-        Ok(tls) => match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
-            Err(_) => true,
-            Ok((mut sender, conn)) => {
-                tokio::spawn(conn);
-                sender.send_request(request("GET", "/", &[])).await.is_err()
-            }
-        },
-    };
+    .await;
     assert!(
         rejected,
         "a client certificate from an unknown CA must be refused"
