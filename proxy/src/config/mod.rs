@@ -72,23 +72,86 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates configuration text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    let config: Config = match serde_path_to_error::deserialize(deserializer) {
-        Ok(config) => config,
-        Err(err) => return Err(ConfigErrors(vec![parse_error(&err, text, file)])),
+    let config: Config = parse(text, file)?;
+    located(validate::validate(&config), text, file, "")?;
+    Ok(config)
+}
+
+/// One filter chain as `PUT /chains/{name}` takes it: `plugins:` (and optionally `name:`,
+/// which must then be `name`), checked like a chain in a file, with errors located in `text`.
+pub fn load_chain_str(text: &str, name: &str, file: &str) -> Result<FilterChain, ConfigErrors> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ChainDocument {
+        #[serde(default)]
+        name: Option<String>,
+        plugins: Vec<Plugin>,
+    }
+    let document: ChainDocument = parse(text, file)?;
+    if let Some(given) = document.name.as_deref()
+        && given != name
+    {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: Locator::new(text).line("name"),
+            field: "name".into(),
+            message: format!("says {given:?}, but the request is for chain {name:?}"),
+        }]));
+    }
+    let chain = FilterChain {
+        name: name.to_string(),
+        plugins: document.plugins,
     };
-    let problems = validate::validate(&config);
+    let alone = Config {
+        filter_chains: vec![chain],
+        ..Config::default()
+    };
+    located(validate::validate(&alone), text, file, "filter_chains[0].")?;
+    let [chain] = <[FilterChain; 1]>::try_from(alone.filter_chains).map_err(|_| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: None,
+            field: String::new(),
+            message: "internal: the chain went missing".into(),
+        }])
+    })?;
+    Ok(chain)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigErrors> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|err| ConfigErrors(vec![parse_error(&err, text, file)]))
+}
+
+/// Turns semantic problems into located errors; `prefix` is stripped from field paths when the
+/// text holds only part of a configuration.
+fn located(
+    problems: validate::Problems,
+    text: &str,
+    file: &str,
+    prefix: &str,
+) -> Result<(), ConfigErrors> {
     if problems.is_empty() {
-        return Ok(config);
+        return Ok(());
     }
     let locator = Locator::new(text);
     let mut errors: Vec<ConfigError> = problems
         .into_iter()
-        .map(|(field, message)| ConfigError {
-            file: file.to_string(),
-            line: locator.line(&field),
-            field,
-            message,
+        .map(|(field, message)| {
+            let field = field.strip_prefix(prefix).unwrap_or(&field).to_string();
+            // Messages may name other fields ("also filter_chains[0].plugins[0]").
+            let message = if prefix.is_empty() {
+                message
+            } else {
+                message.replace(prefix, "")
+            };
+            ConfigError {
+                file: file.to_string(),
+                line: locator.line(&field),
+                field,
+                message,
+            }
         })
         .collect();
     // Reading order, so the list follows the file; stable, so problems on one line keep the
@@ -573,7 +636,7 @@ filter_chains:
   - name: f
     plugins:
       - name: p
-        source: oci://registry.example.com/p:1
+        source: oci://registry.example.com/P:1
       - name: p
         source: https://example.com/p.wasm
       - name: q
@@ -610,7 +673,7 @@ drain_timeout: 0s
             "test.yaml:44: clusters[1].endpoints: at least one endpoint is required",
             "test.yaml:45: clusters[1].ring_hash: only used with lb_policy: ring_hash; remove it or change lb_policy",
             "test.yaml:46: clusters[1].tls.key_file: required with cert_file",
-            "test.yaml:52: filter_chains[0].plugins[0].source: oci:// sources need the filter registry, which is not available in this build",
+            "test.yaml:52: filter_chains[0].plugins[0].source: invalid repository name \"P\"; expected oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:HEX",
             "test.yaml:53: filter_chains[0].plugins[1].name: duplicate plugin name \"p\" (also filter_chains[0].plugins[0])",
             "test.yaml:54: filter_chains[0].plugins[1].source: \"https://example.com/p.wasm\" is not a plugin source: use file://PATH or oci://HOST/REPO:TAG",
             "test.yaml:56: filter_chains[0].plugins[2].source: cannot read plugin file \"/no/such/q.wasm\": No such file or directory",
@@ -753,6 +816,46 @@ admin:
         assert_eq!(
             errors.to_string(),
             "<config>: drain_timeout: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn a_chain_document_is_checked_and_located_on_its_own() {
+        let chain = load_chain_str(
+            "plugins:\n  - name: a\n    source: file:///dev/null\n",
+            "edge",
+            "<put>",
+        )
+        .expect("valid chain");
+        assert_eq!(chain.name, "edge");
+        assert_eq!(chain.plugins[0].name, "a");
+
+        let errors = load_chain_str(
+            "plugins:\n  - name: a\n    source: file:///dev/null\n  - name: a\n    source: ftp://x\n",
+            "edge",
+            "<put>",
+        )
+        .expect_err("two problems");
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "<put>:4: plugins[1].name: duplicate plugin name \"a\" (also plugins[0])",
+                "<put>:5: plugins[1].source: \"ftp://x\" is not a plugin source: use file://PATH or oci://HOST/REPO:TAG",
+            ]
+        );
+
+        let errors = load_chain_str("name: other\nplugins: []\n", "edge", "<put>")
+            .expect_err("name mismatch");
+        assert_eq!(
+            errors.to_string(),
+            "<put>:1: name: says \"other\", but the request is for chain \"edge\""
+        );
+        let errors =
+            load_chain_str("plugins: []\nextra: 1\n", "edge", "<put>").expect_err("unknown field");
+        assert!(
+            errors.to_string().contains("unknown field `extra`"),
+            "{errors}"
         );
     }
 }

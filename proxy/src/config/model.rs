@@ -25,6 +25,9 @@ pub struct Config {
     pub filter_chains: Vec<FilterChain>,
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// How `oci://` plugin sources are pulled.
+    #[serde(default)]
+    pub registry: Registry,
     /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
     #[serde(default = "defaults::drain_timeout", with = "duration")]
     pub drain_timeout: Duration,
@@ -38,6 +41,7 @@ impl Default for Config {
             clusters: Vec::new(),
             filter_chains: Vec::new(),
             admin: None,
+            registry: Registry::default(),
             drain_timeout: defaults::drain_timeout(),
         }
     }
@@ -47,6 +51,43 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: String,
+}
+
+/// Where and how `oci://` plugin sources are pulled from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Registries reached over plain HTTP: `host` or `host:port`, `*` for all. Loopback
+    /// registries are always plain HTTP, as Docker treats them.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// PEM bundle of CAs trusted for registries, besides the Mozilla root set.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Docker-style credentials (`auths` in `config.json`); default `$DOCKER_CONFIG/config.json`
+    /// or `~/.docker/config.json` when present. `WASMESH_REGISTRY_TOKEN` sets a bearer token.
+    #[serde(default)]
+    pub auth_file: Option<String>,
+    /// Where pulled modules are kept across restarts (default `$WASMESH_CACHE_DIR/oci`, or
+    /// `$TMPDIR/wasmesh-module-cache/oci`).
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+    /// Longest one pull may take; a pull that takes longer fails (and its plugin's failure
+    /// policy applies at start-up).
+    #[serde(default = "defaults::pull_timeout", with = "duration")]
+    pub pull_timeout: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            insecure: Vec::new(),
+            ca_file: None,
+            auth_file: None,
+            cache_dir: None,
+            pull_timeout: defaults::pull_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -395,8 +436,22 @@ pub struct FilterChain {
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
     pub name: String,
-    /// `file://PATH` (and, with the registry, `oci://HOST/REPO:TAG` or `@sha256:…`).
+    /// `file://PATH`, `oci://HOST/REPO:TAG` or `oci://HOST/REPO@sha256:…`.
     pub source: String,
+    /// For `oci://` sources: the manifest digest the pulled artifact must have (`sha256:<hex>`
+    /// or `<hex>`), as Istio's `WasmPlugin.sha256`.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// For `oci://` tags: `if_not_present` uses a module pulled before (even across restarts);
+    /// `always` asks the registry which digest the tag names on every (re)load.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// For `oci://` tags: poll the registry and roll out the new module when the tag moves.
+    #[serde(default)]
+    pub follow: bool,
+    /// How often a followed tag is polled (and a failed start-up pull retried).
+    #[serde(default = "defaults::poll_interval", with = "duration")]
+    pub poll_interval: Duration,
     /// Plugin configuration handed to `proxy_on_configure`: a string is passed as is, anything
     /// else as JSON.
     #[serde(default)]
@@ -413,6 +468,14 @@ pub struct Plugin {
     /// Cap on each VM replica's linear memory, in bytes.
     #[serde(default = "defaults::plugin_memory_limit")]
     pub memory_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    #[default]
+    IfNotPresent,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -501,5 +564,11 @@ pub(crate) mod defaults {
     }
     pub fn pool_max_idle() -> usize {
         64
+    }
+    pub fn pull_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn poll_interval() -> Duration {
+        Duration::from_secs(30)
     }
 }

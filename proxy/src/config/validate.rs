@@ -71,6 +71,7 @@ pub(crate) fn validate(config: &Config) -> Problems {
     for (i, chain) in config.filter_chains.iter().enumerate() {
         v.filter_chain(&format!("filter_chains[{i}]"), chain);
     }
+    v.registry(&config.registry);
     v.positive("drain_timeout", config.drain_timeout);
     v.problems
 }
@@ -560,6 +561,59 @@ impl Validator {
         }
     }
 
+    /// An `oci://` plugin: the reference parses, a pin is a sha256 digest, and following needs
+    /// a tag to follow.
+    fn oci_plugin(&mut self, at: &str, plugin: &Plugin, reference: &str) {
+        let parsed = match wasmesh_registry::client::ImageRef::parse(reference) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.error(
+                    format!("{at}.source"),
+                    format!("{err}; expected oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:HEX"),
+                );
+                return;
+            }
+        };
+        if let Some(pin) = &plugin.sha256
+            && let Err(why) = check_sha256_pin(pin)
+        {
+            self.error(format!("{at}.sha256"), why);
+        }
+        if plugin.follow {
+            if parsed.digest.is_some() {
+                self.error(
+                    format!("{at}.follow"),
+                    "a digest reference never moves; follow needs a tag",
+                );
+            }
+            if plugin.sha256.is_some() {
+                self.error(
+                    format!("{at}.follow"),
+                    "cannot follow a tag and pin a digest (sha256) at once",
+                );
+            }
+        }
+        self.positive(&format!("{at}.poll_interval"), plugin.poll_interval);
+    }
+
+    fn registry(&mut self, registry: &Registry) {
+        if let Some(path) = &registry.ca_file {
+            self.readable_file("registry.ca_file", "CA file", path);
+        }
+        if let Some(path) = &registry.auth_file {
+            self.readable_file("registry.auth_file", "credentials file", path);
+        }
+        for (i, host) in registry.insecure.iter().enumerate() {
+            if host.is_empty() || host.contains('/') {
+                self.error(
+                    format!("registry.insecure[{i}]"),
+                    format!("{host:?} is not a registry host: use HOST, HOST:PORT or *"),
+                );
+            }
+        }
+        self.positive("registry.pull_timeout", registry.pull_timeout);
+    }
+
     fn filter_chain(&mut self, at: &str, chain: &FilterChain) {
         let mut first: HashMap<&str, usize> = HashMap::new();
         for (i, plugin) in chain.plugins.iter().enumerate() {
@@ -591,6 +645,20 @@ impl Validator {
                 );
             }
             let source_at = format!("{plugin_at}.source");
+            if !plugin.source.starts_with("oci://") {
+                for (set, field) in [
+                    (plugin.sha256.is_some(), "sha256"),
+                    (plugin.follow, "follow"),
+                    (plugin.pull_policy != PullPolicy::default(), "pull_policy"),
+                ] {
+                    if set {
+                        self.error(
+                            format!("{plugin_at}.{field}"),
+                            "only applies to oci:// sources",
+                        );
+                    }
+                }
+            }
             match plugin_source(&plugin.source) {
                 Ok(PluginSource::File(path)) => {
                     if path.is_empty() {
@@ -603,9 +671,7 @@ impl Validator {
                     }
                 }
                 Ok(PluginSource::Oci(reference)) => {
-                    if let Err(why) = registry_source_supported(reference) {
-                        self.error(source_at, why);
-                    }
+                    self.oci_plugin(&plugin_at, plugin, reference);
                 }
                 Err(why) => self.error(source_at, why),
             }
@@ -633,11 +699,20 @@ fn plugin_source(source: &str) -> Result<PluginSource<'_>, String> {
     }
 }
 
-/// The one place that knows this build cannot fetch `oci://` plugins. When the filter
-/// registry is wired in, this checks the reference's syntax (`HOST/REPO:TAG` or
-/// `HOST/REPO@sha256:…`) instead.
-fn registry_source_supported(_reference: &str) -> Result<(), &'static str> {
-    Err("oci:// sources need the filter registry, which is not available in this build")
+/// A manifest digest pin: `sha256:` and 64 lowercase hex digits (the prefix may be left out).
+fn check_sha256_pin(pin: &str) -> Result<(), String> {
+    let hex = pin.strip_prefix("sha256:").unwrap_or(pin);
+    if hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{pin:?} is not a sha256 digest (sha256: and 64 lowercase hex digits)"
+        ))
+    }
 }
 
 /// Whether binding both would fail: the same port on the same IP, or on any IP of a family
@@ -824,5 +899,37 @@ mod tests {
     #[test]
     fn a_directory_is_not_a_readable_file() {
         assert_eq!(check_readable("/"), Err("Is a directory".to_string()));
+    }
+
+    fn chain_problems(plugins: &str) -> Vec<String> {
+        let text = format!("filter_chains:\n  - name: c\n    plugins:\n{plugins}");
+        let config: Config = serde_yaml::from_str(&text).expect("parses");
+        validate(&config)
+            .into_iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect()
+    }
+
+    #[test]
+    fn oci_plugins() {
+        let ok = chain_problems(
+            "      - { name: a, source: oci://127.0.0.1:5000/f/a:v1, follow: true, poll_interval: 1s }\n      - { name: b, source: oci://r.example/f/b:v1, sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef }\n      - { name: c, source: oci://r.example/f/c:v1, pull_policy: always }\n",
+        );
+        assert_eq!(ok, Vec::<String>::new());
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let bad = chain_problems(&format!(
+            "      - {{ name: a, source: \"oci://r.example/f/a@{digest}\", follow: true }}\n      - {{ name: b, source: oci://r.example/f/b:v1, sha256: nope }}\n      - {{ name: c, source: oci://r.example/f/c:v1, follow: true, sha256: {digest} }}\n      - {{ name: d, source: file:///dev/null, follow: true, pull_policy: always }}\n      - {{ name: e, source: oci://r.example/f/e:v1, poll_interval: 0s }}\n"
+        ));
+        assert_eq!(
+            bad,
+            [
+                "filter_chains[0].plugins[0].follow: a digest reference never moves; follow needs a tag",
+                "filter_chains[0].plugins[1].sha256: \"nope\" is not a sha256 digest (sha256: and 64 lowercase hex digits)",
+                "filter_chains[0].plugins[2].follow: cannot follow a tag and pin a digest (sha256) at once",
+                "filter_chains[0].plugins[3].follow: only applies to oci:// sources",
+                "filter_chains[0].plugins[3].pull_policy: only applies to oci:// sources",
+                "filter_chains[0].plugins[4].poll_interval: must be greater than 0",
+            ]
+        );
     }
 }
