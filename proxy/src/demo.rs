@@ -1,6 +1,8 @@
-//! The built-in demo: small upstream services that describe the request they received, and the
-//! default configuration that puts the proxy in front of them. `wasmesh demo` runs both, so a
-//! fresh checkout shows a working proxy with one command; the bench and tests reuse the upstream.
+//! The built-in demo: small upstream services that describe the request they received, an
+//! embedded filter registry holding the stock filters, and the default configuration that puts
+//! the proxy in front of them with a filter chain pulled from that registry. `wasmesh demo` runs
+//! all of it, so a fresh checkout shows a working proxy with one command — and pushing a new
+//! filter to the demo's tag rolls it out live. The bench and tests reuse the upstream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,33 +103,39 @@ async fn respond(
 }
 
 /// The demo's configuration: one listener, one route table, one round-robin cluster over the
-/// demo upstreams with active health checks and outlier detection, and — when the stock
-/// `headers` filter has been built — a Wasm filter chain on the listener.
+/// demo upstreams with active health checks and outlier detection, and — when there is a
+/// filter (`source`: `oci://…` from the embedded registry, or `file://…`) — the stock `headers`
+/// filter on the listener's chain, following its tag when it comes from a registry.
 pub fn config(
     listen: &str,
     admin: &str,
     upstreams: &[SocketAddr],
-    filter: Option<&std::path::Path>,
+    source: Option<&str>,
 ) -> Result<Config, config::ConfigErrors> {
-    // With the stock `headers` filter built, every request runs through a Wasm filter chain.
-    let (listener_chain, chains) = match filter {
-        Some(path) => (
-            "    filter_chain: demo\n".to_string(),
-            format!(
-                r#"
+    let (listener_chain, chains) = match source {
+        Some(source) => {
+            let follow = if source.starts_with("oci://") {
+                "\n        follow: true\n        poll_interval: 2s"
+            } else {
+                ""
+            };
+            (
+                "    filter_chain: demo\n".to_string(),
+                format!(
+                    r#"
 filter_chains:
   - name: demo
     plugins:
       - name: headers
-        source: "file://{path}"
+        source: "{source}"{follow}
         failure_policy: fail_open
         config:
           request: {{ set: {{ x-wasmesh-filter: headers }} }}
           response: {{ set: {{ x-wasmesh-demo: "hello from a wasm filter" }} }}
-"#,
-                path = path.display()
-            ),
-        ),
+"#
+                ),
+            )
+        }
         None => (String::new(), String::new()),
     };
     let yaml = format!(
@@ -171,12 +179,67 @@ admin:
     config::load_str(&yaml, "<demo>")
 }
 
-/// Where `./setup.sh` leaves the stock `headers` filter in this checkout.
-pub fn built_headers_filter() -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/release/wasmesh_filter_headers.wasm");
-    path.exists()
-        .then(|| std::path::absolute(&path).unwrap_or(path))
+/// The stock filters `./setup.sh` built in this checkout: (name, path), e.g.
+/// `("headers", …/wasmesh_filter_headers.wasm)`.
+pub fn built_filters() -> Vec<(String, std::path::PathBuf)> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut filters: Vec<(String, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let name = file
+                .strip_prefix("wasmesh_filter_")?
+                .strip_suffix(".wasm")?
+                .replace('_', "-");
+            let path = e.path();
+            Some((name, std::path::absolute(&path).unwrap_or(path)))
+        })
+        .collect();
+    filters.sort();
+    filters
+}
+
+/// Starts the demo's registry on `listen` (a loopback address: it takes pushes without a
+/// token) over `root`, and publishes every built stock filter as `filters/NAME:latest`.
+/// Returns the registry and the references it published.
+pub async fn spawn_registry(
+    listen: SocketAddr,
+    root: std::path::PathBuf,
+) -> anyhow::Result<(wasmesh_registry::server::RunningRegistry, Vec<String>)> {
+    use anyhow::Context;
+    let registry = wasmesh_registry::server::serve(wasmesh_registry::server::RegistryConfig {
+        root: root.clone(),
+        listen,
+        push_token: None,
+        pull_token: None,
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "starting the demo registry on {listen} over {}",
+            root.display()
+        )
+    })?;
+    let host = registry.local_addr();
+    let mut published = Vec::new();
+    for (name, path) in built_filters() {
+        let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let reference = format!("oci://{host}/filters/{name}:latest");
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            "org.opencontainers.image.title".to_string(),
+            format!("{name}.wasm"),
+        );
+        wasmesh_registry::client::push(&reference, &wasm, &annotations, None)
+            .await
+            .with_context(|| format!("publishing {name} to the demo registry"))?;
+        published.push(reference);
+    }
+    Ok((registry, published))
 }
 
 #[cfg(test)]

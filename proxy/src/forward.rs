@@ -110,7 +110,16 @@ async fn route_and_forward(
     prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
 
     // Filters run on the request as the router would send it, and may re-route it.
-    let chain = filter_chain(snapshot, listener, route);
+    let chain = match filter_chain(snapshot, listener, route) {
+        Ok(chain) => chain,
+        Err(reason) => {
+            tracing::warn!(route = %route.name, error = %reason, "answering 503 (fail_closed)");
+            return (
+                route.name.clone(),
+                local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter unavailable"),
+            );
+        }
+    };
     let mut streams = Vec::new();
     if !chain.is_empty() {
         let env = Arc::new(RequestAttributes {
@@ -817,21 +826,26 @@ impl http_body::Body for GuardedBody {
 }
 
 /// The listener's chain followed by the route's.
+/// The plugins a request runs through: the listener's chain, then the route's. `Err` names
+/// why a chain refuses requests (a `fail_closed` plugin it could not fetch).
 fn filter_chain(
     snapshot: &Snapshot,
     listener: &ListenerContext,
     route: &Route,
-) -> Vec<Arc<wasmesh_host::Plugin>> {
-    let mut chain = Vec::new();
+) -> Result<Vec<Arc<wasmesh_host::Plugin>>, String> {
+    let mut plugins = Vec::new();
     for name in [listener.filter_chain.as_ref(), route.filter_chain.as_ref()]
         .into_iter()
         .flatten()
     {
-        if let Some(plugins) = snapshot.chains.get(name) {
-            chain.extend(plugins.iter().cloned());
+        if let Some(chain) = snapshot.chains.get(name) {
+            if let Some(reason) = &chain.blocked {
+                return Err(format!("filter chain \"{name}\": {reason}"));
+            }
+            plugins.extend(chain.plugins.iter().cloned());
         }
     }
-    chain
+    Ok(plugins)
 }
 
 /// A reply a filter made (`proxy_send_local_response`).

@@ -33,7 +33,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Start demo upstreams and a proxy in front of them.
+    /// Start demo upstreams, an embedded filter registry with the stock filters, and a proxy in
+    /// front of the upstreams whose filter chain follows `filters/headers:latest` there.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
@@ -42,8 +43,14 @@ enum Command {
         /// How many demo upstream instances to balance over.
         #[arg(long, default_value_t = 2)]
         upstreams: usize,
-        /// The Wasm filter for the demo chain (default: the stock `headers` filter that
-        /// `./setup.sh` builds).
+        /// Where the embedded registry listens (a loopback address: it takes pushes without
+        /// a token).
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry: SocketAddr,
+        /// The embedded registry's storage (default: `$TMPDIR/wasmesh-demo-registry`).
+        #[arg(long)]
+        registry_root: Option<PathBuf>,
+        /// Run this Wasm filter file in the demo chain instead of the registry's `headers`.
         #[arg(long)]
         filter: Option<PathBuf>,
     },
@@ -57,12 +64,59 @@ enum Command {
         #[command(subcommand)]
         command: FilterCommand,
     },
+    /// Change and show a running proxy's filter chains through its admin API.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Run only a demo upstream (used by the benchmarks and tests).
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
         #[arg(long, default_value = "upstream")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Replace a chain's plugins: `wasmesh chain set edge --plugin oci://HOST/REPO:TAG`.
+    Set {
+        /// The chain (a `filter_chains[].name`; a new name adds a chain).
+        name: String,
+        /// A plugin source (`oci://…` or `file://…`), in chain order; repeat for more.
+        #[arg(long = "plugin", required = true)]
+        plugins: Vec<String>,
+        /// Configuration for the plugin at the same position (JSON, or text passed as is).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Name for the plugin at the same position (default: from its source).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Follow the plugins' tags: roll out new digests as they are pushed.
+        #[arg(long)]
+        follow: bool,
+        /// How often followed tags are polled (e.g. `5s`).
+        #[arg(long)]
+        poll_interval: Option<String>,
+        /// `fail_closed` (503 when the filter fails) or `fail_open` (skip it).
+        #[arg(long)]
+        failure_policy: Option<String>,
+        #[arg(long, env = "WASMESH_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// Show the running generation, the latest reload's outcome and the chains.
+    Status {
+        /// One chain (default: all).
+        name: Option<String>,
+        #[arg(long, env = "WASMESH_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// Put back a chain's previous definition.
+    Rollback {
+        name: String,
+        #[arg(long, env = "WASMESH_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
     },
 }
 
@@ -159,6 +213,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             admin,
             upstreams,
+            registry,
+            registry_root,
             filter,
         } => {
             let mut addrs = Vec::new();
@@ -168,14 +224,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .context("starting a demo upstream")?;
                 addrs.push(addr);
             }
-            let filter = filter.or_else(demo::built_headers_filter);
-            match &filter {
-                Some(path) => println!("demo filter chain: {}", path.display()),
+            let root =
+                registry_root.unwrap_or_else(|| std::env::temp_dir().join("wasmesh-demo-registry"));
+            let (running_registry, published) = demo::spawn_registry(registry, root).await?;
+            println!("wasmesh: registry on {}", running_registry.local_addr());
+            for reference in &published {
+                println!("demo registry: published {reference}");
+            }
+            let source = match filter {
+                Some(path) => {
+                    let path = std::path::absolute(&path).unwrap_or(path);
+                    Some(format!("file://{}", path.display()))
+                }
+                None => published
+                    .iter()
+                    .find(|r| r.ends_with("/filters/headers:latest"))
+                    .cloned(),
+            };
+            match &source {
+                Some(source) => println!("demo filter chain: {source}"),
                 None => {
                     println!("demo filter chain: none (run ./setup.sh to build the stock filters)")
                 }
             }
-            let cfg = demo::config(&listen, &admin, &addrs, filter.as_deref())
+            let cfg = demo::config(&listen, &admin, &addrs, source.as_deref())
                 .map_err(|errors| anyhow::anyhow!("{errors}"))?;
             println!(
                 "demo upstreams: {}",
@@ -186,7 +258,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .join(", ")
             );
             println!("try: curl -s http://{listen}/hello   admin: curl -s http://{admin}/stats");
-            serve(cfg, None).await
+            let served = serve(cfg, None).await;
+            running_registry.shutdown().await;
+            served
         }
         Command::Upstream { listen, name } => {
             let addr = demo::spawn_upstream(&name, listen)
@@ -249,8 +323,49 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Chain { command } => run_chain(command).await,
         Command::Validate { .. } => Ok(()),
     }
+}
+
+async fn run_chain(command: ChainCommand) -> anyhow::Result<()> {
+    use wasmesh_proxy::admin::client::{self, PluginOptions, PluginSpec};
+    match command {
+        ChainCommand::Set {
+            name,
+            plugins,
+            configs,
+            names,
+            follow,
+            poll_interval,
+            failure_policy,
+            admin,
+        } => {
+            if configs.len() > plugins.len() || names.len() > plugins.len() {
+                anyhow::bail!(
+                    "more --config or --name than --plugin: each pairs with the --plugin at its position"
+                );
+            }
+            let specs: Vec<PluginSpec> = plugins
+                .into_iter()
+                .enumerate()
+                .map(|(i, source)| PluginSpec {
+                    source,
+                    name: names.get(i).cloned(),
+                    config: configs.get(i).cloned(),
+                })
+                .collect();
+            let options = PluginOptions {
+                follow,
+                poll_interval,
+                failure_policy,
+            };
+            client::set(admin, &name, &specs, &options).await?;
+        }
+        ChainCommand::Status { name, admin } => client::status(admin, name.as_deref()).await?,
+        ChainCommand::Rollback { name, admin } => client::rollback(admin, &name).await?,
+    }
+    Ok(())
 }
 
 async fn serve(cfg: config::Config, file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -55,10 +55,10 @@ pub(crate) fn watch_file(
             tracing::info!(path = %path.display(), "configuration file changed; reloading");
             match config::load_file(&path) {
                 Ok(cfg) => {
-                    let _ = control.apply(cfg).await;
+                    let _ = control.apply(cfg, "file").await;
                 }
                 Err(errors) => {
-                    control.reject(errors.to_string()).await;
+                    control.reject(errors.to_string(), "file").await;
                 }
             }
         }

@@ -1,10 +1,13 @@
-//! A running proxy: the immutable [`Snapshot`] of routes and clusters that requests read, the
-//! listeners' accept loops, the admin API, configuration reloads and graceful shutdown.
+//! A running proxy: the [`Snapshot`] requests read, the listeners' accept loops, the admin API,
+//! configuration reloads and graceful shutdown.
 //!
 //! Requests load the snapshot once when they start (behind `arc-swap`), so replacing it never
 //! disturbs a request in flight; the old snapshot is freed when its last request ends. A reload
 //! builds the whole new snapshot and binds any new listener sockets first, and only then swaps:
 //! a configuration that fails anywhere is rejected whole and the running one keeps serving.
+//! Reloads come from the configuration file, the admin API (`PUT /config`, `PUT
+//! /chains/{name}`, rollback) and followed registry tags ([`crate::follow`]); one lock
+//! serialises them, so an edit of one chain never loses a concurrent edit of another.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,11 +23,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::cluster::{Cluster, ClusterError};
-use crate::config::{self, Config, ConfigErrors};
+use crate::cluster::ClusterError;
+use crate::config::{self, Config, ConfigErrors, FilterChain};
+use crate::filter::LoadMode;
 use crate::forward::ListenerContext;
 use crate::listener::{self, Running};
-use crate::route::{RouteError, RouteTable};
+use crate::route::RouteError;
+pub use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
 /// Why a configuration could not be put into service.
@@ -61,43 +66,8 @@ pub enum StartError {
     Address { field: String, address: String },
     #[error("the proxy is shutting down")]
     ShuttingDown,
-}
-
-/// Everything a request needs to be routed, built whole before it is used.
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Arc<Config>,
-    pub route_tables: HashMap<String, Arc<RouteTable>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
-    /// Loaded filter chains by name.
-    pub chains: HashMap<String, crate::filter::Chain>,
-}
-
-impl Snapshot {
-    pub fn build(config: Config, generation: u64) -> Result<Snapshot, StartError> {
-        let mut route_tables = HashMap::new();
-        for rc in &config.routes {
-            route_tables.insert(rc.name.clone(), Arc::new(RouteTable::build(rc)?));
-        }
-        let mut clusters = HashMap::new();
-        for cc in &config.clusters {
-            clusters.insert(cc.name.clone(), Cluster::build(cc)?);
-        }
-        let chains = crate::filter::load_chains(&config.filter_chains)?;
-        Ok(Snapshot {
-            generation,
-            config: Arc::new(config),
-            route_tables,
-            clusters,
-            chains,
-        })
-    }
-
-    fn start_health_checks(&self) {
-        for cluster in self.clusters.values() {
-            cluster.start_health_checks();
-        }
-    }
+    #[error("filter chain \"{0}\" has no earlier definition to roll back to")]
+    NothingToRollBack(String),
 }
 
 /// The outcome of the latest reload, for `GET /config/status`.
@@ -109,6 +79,9 @@ pub struct ReloadStatus {
     pub rejected: u64,
     /// The error of the latest attempt, if it was rejected.
     pub last_error: Option<String>,
+    /// What asked for the latest attempt (`file`, `PUT /config`, `PUT /chains/edge`, a moved
+    /// tag…).
+    pub last_trigger: Option<String>,
     /// Seconds since the epoch of the latest attempt.
     pub last_attempt_unix: Option<u64>,
 }
@@ -127,7 +100,13 @@ pub struct Control {
     /// Serialises reloads; the value is the status they report.
     status: tokio::sync::Mutex<ReloadStatus>,
     graceful: Mutex<Option<GracefulShutdown>>,
+    /// Earlier definitions of each chain, newest last (`None`: the chain did not exist), for
+    /// `POST /chains/{name}/rollback`.
+    history: Mutex<HashMap<String, Vec<Option<FilterChain>>>>,
 }
+
+/// Rollback depth kept per chain.
+const HISTORY_DEPTH: usize = 16;
 
 /// A started proxy.
 pub struct Server {
@@ -218,20 +197,90 @@ impl Control {
     }
 
     /// Validates, builds and swaps in a new configuration; on any failure the running one stays.
-    pub async fn apply(self: &Arc<Self>, config: Config) -> Result<u64, StartError> {
+    pub async fn apply(self: &Arc<Self>, config: Config, trigger: &str) -> Result<u64, StartError> {
         let mut status = self.status.lock().await;
+        self.apply_locked(&mut status, config, trigger, true).await
+    }
+
+    /// Replaces (or adds) one filter chain in the running configuration.
+    pub async fn set_chain(self: &Arc<Self>, chain: FilterChain) -> Result<u64, StartError> {
+        let mut status = self.status.lock().await;
+        let mut config = (*self.snapshot.load().config).clone();
+        let trigger = format!("PUT /chains/{}", chain.name);
+        match config
+            .filter_chains
+            .iter_mut()
+            .find(|c| c.name == chain.name)
+        {
+            Some(existing) => *existing = chain,
+            None => config.filter_chains.push(chain),
+        }
+        self.apply_locked(&mut status, config, &trigger, true).await
+    }
+
+    /// Puts back the definition a chain had before its latest change.
+    pub async fn rollback_chain(self: &Arc<Self>, name: &str) -> Result<u64, StartError> {
+        let mut status = self.status.lock().await;
+        let earlier = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(name)
+            .and_then(Vec::pop)
+            .ok_or_else(|| StartError::NothingToRollBack(name.to_string()))?;
+        let mut config = (*self.snapshot.load().config).clone();
+        config.filter_chains.retain(|c| c.name != name);
+        if let Some(chain) = earlier.clone() {
+            config.filter_chains.push(chain);
+        }
+        let trigger = format!("POST /chains/{name}/rollback");
+        let result = self
+            .apply_locked(&mut status, config, &trigger, false)
+            .await;
+        if result.is_err() {
+            // Still the way back from the definition that keeps serving.
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(name.to_string())
+                .or_default()
+                .push(earlier);
+        }
+        result
+    }
+
+    /// Rebuilds the running configuration as it is: followed tags are resolved again and
+    /// plugins that could not be fetched at start-up are tried again.
+    pub async fn refresh(self: &Arc<Self>, trigger: &str) -> Result<u64, StartError> {
+        let mut status = self.status.lock().await;
+        let config = (*self.snapshot.load().config).clone();
+        self.apply_locked(&mut status, config, trigger, false).await
+    }
+
+    async fn apply_locked(
+        self: &Arc<Self>,
+        status: &mut ReloadStatus,
+        config: Config,
+        trigger: &str,
+        record_history: bool,
+    ) -> Result<u64, StartError> {
         status.last_attempt_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs());
-        match self.apply_locked(config, status.generation + 1) {
+        status.last_trigger = Some(trigger.to_string());
+        let previous = self.snapshot.load_full();
+        match self
+            .swap_in(config, status.generation + 1, &previous, record_history)
+            .await
+        {
             Ok(generation) => {
                 status.generation = generation;
                 status.applied += 1;
                 status.last_error = None;
                 metrics::counter!("wasmesh_config_reload_total", "result" => "applied")
                     .increment(1);
-                tracing::info!(generation, "configuration applied");
+                tracing::info!(generation, trigger, "configuration applied");
                 Ok(generation)
             }
             Err(err) => {
@@ -239,18 +288,26 @@ impl Control {
                 status.last_error = Some(err.to_string());
                 metrics::counter!("wasmesh_config_reload_total", "result" => "rejected")
                     .increment(1);
-                tracing::error!(error = %err, generation = status.generation, "configuration rejected; the running one stays");
+                tracing::error!(error = %err, trigger, generation = status.generation,
+                    "configuration rejected; the running one stays");
                 Err(err)
             }
         }
     }
 
-    fn apply_locked(self: &Arc<Self>, config: Config, generation: u64) -> Result<u64, StartError> {
+    async fn swap_in(
+        self: &Arc<Self>,
+        config: Config,
+        generation: u64,
+        previous: &Snapshot,
+        record_history: bool,
+    ) -> Result<u64, StartError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(StartError::ShuttingDown);
         }
         config::validate(&config)?;
-        let snapshot = Snapshot::build(config.clone(), generation)?;
+        let snapshot =
+            Snapshot::build(config.clone(), generation, Some(previous), LoadMode::Reload).await?;
 
         // Listeners whose settings are unchanged keep their sockets and connections. Changed
         // and new ones are bound before anything else changes; SO_REUSEPORT lets a changed
@@ -265,6 +322,9 @@ impl Control {
         }
 
         snapshot.start_health_checks();
+        if record_history {
+            self.record_history(&previous.config, &config);
+        }
         self.snapshot.store(Arc::new(snapshot));
 
         let wanted: HashMap<&str, &config::Listener> = config
@@ -289,16 +349,46 @@ impl Control {
         Ok(generation)
     }
 
+    /// Remembers the definition of every chain the new configuration changes.
+    fn record_history(&self, old: &Config, new: &Config) {
+        let find = |config: &Config, name: &str| {
+            config
+                .filter_chains
+                .iter()
+                .find(|c| c.name == name)
+                .cloned()
+        };
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let names: std::collections::BTreeSet<&str> = old
+            .filter_chains
+            .iter()
+            .chain(&new.filter_chains)
+            .map(|c| c.name.as_str())
+            .collect();
+        for name in names {
+            let before = find(old, name);
+            if before != find(new, name) {
+                let past = history.entry(name.to_string()).or_default();
+                past.push(before);
+                if past.len() > HISTORY_DEPTH {
+                    past.remove(0);
+                }
+            }
+        }
+    }
+
     /// Records a configuration that was refused before it could be applied (it did not parse).
-    pub async fn reject(&self, error: String) {
+    pub async fn reject(&self, error: String, trigger: &str) {
         let mut status = self.status.lock().await;
         status.last_attempt_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs());
+        status.last_trigger = Some(trigger.to_string());
         status.rejected += 1;
         metrics::counter!("wasmesh_config_reload_total", "result" => "rejected").increment(1);
-        tracing::error!(error = %error, generation = status.generation, "configuration rejected; the running one stays");
+        tracing::error!(error = %error, trigger, generation = status.generation,
+            "configuration rejected; the running one stays");
         status.last_error = Some(error);
     }
 
@@ -323,7 +413,7 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         crate::observe::prometheus();
         config::validate(&config)?;
-        let snapshot = Snapshot::build(config.clone(), 1)?;
+        let snapshot = Snapshot::build(config.clone(), 1, None, LoadMode::Startup).await?;
         let mut bound = Vec::new();
         for (i, lc) in config.listeners.iter().enumerate() {
             bound.push(bind_listener(i, lc)?);
@@ -338,11 +428,17 @@ impl Server {
                 ..ReloadStatus::default()
             }),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
+            history: Mutex::new(HashMap::new()),
         });
         // Filters' HTTP callouts go through the clusters of whatever snapshot is running.
-        crate::filter::host()?.set_services(Arc::new(crate::filter::ClusterCallouts {
-            snapshot: control.snapshot.clone(),
-        }));
+        crate::filter::host()
+            .map_err(|source| crate::filter::ChainError::Load {
+                chain: "-".into(),
+                source,
+            })?
+            .set_services(Arc::new(crate::filter::ClusterCallouts {
+                snapshot: control.snapshot.clone(),
+            }));
         for b in bound {
             let slot = control.serve(b)?;
             control
@@ -352,7 +448,7 @@ impl Server {
                 .insert(slot.config.name.clone(), slot);
         }
         let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(crate::follow::run(Arc::downgrade(&control)))];
         let admin = match &config.admin {
             Some(a) => {
                 let address = parse_addr("admin.address".into(), &a.address)?;

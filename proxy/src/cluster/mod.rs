@@ -13,6 +13,7 @@ pub mod lb;
 pub mod outlier;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderName};
@@ -58,6 +59,7 @@ pub struct Cluster {
     outlier: Option<OutlierDetector>,
     hash_header: Option<HeaderName>,
     pub scheme: &'static str,
+    health_started: AtomicBool,
 }
 
 /// One endpoint chosen for one attempt.
@@ -67,8 +69,34 @@ pub struct Upstream<'a> {
     pub client: &'a HttpClient,
 }
 
+/// Whether two cluster settings dial endpoints the same way, so that an endpoint present in
+/// both can keep its connection pool (and its breaker, which counts its connections).
+fn same_transport(a: &config::Cluster, b: &config::Cluster) -> bool {
+    a.tls == b.tls
+        && a.protocol == b.protocol
+        && a.connect_timeout == b.connect_timeout
+        && a.pool == b.pool
+        && a.circuit_breakers == b.circuit_breakers
+}
+
 impl Cluster {
     pub fn build(cfg: &config::Cluster) -> Result<Arc<Cluster>, ClusterError> {
+        Cluster::build_from(cfg, None)
+    }
+
+    /// Builds a cluster for a reload: the running `previous` itself when nothing changed, or a
+    /// new cluster that keeps the endpoints (health, ejection, pooled connections) it shares
+    /// with `previous` when only endpoints or balancing changed.
+    pub fn build_from(
+        cfg: &config::Cluster,
+        previous: Option<&Arc<Cluster>>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        if let Some(previous) = previous
+            && previous.config == *cfg
+        {
+            return Ok(previous.clone());
+        }
+        let reuse = previous.filter(|p| same_transport(&p.config, cfg));
         let tls_config = match &cfg.tls {
             Some(t) => Some(
                 tls::client::client_config(t, cfg.protocol).map_err(|source| {
@@ -80,10 +108,18 @@ impl Cluster {
             ),
             None => None,
         };
-        let breaker = Arc::new(CircuitBreaker::new(&cfg.name, &cfg.circuit_breakers));
+        let breaker = match reuse {
+            Some(p) => p.breaker.clone(),
+            None => Arc::new(CircuitBreaker::new(&cfg.name, &cfg.circuit_breakers)),
+        };
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
         let mut clients = Vec::with_capacity(cfg.endpoints.len());
         for address in &cfg.endpoints {
+            if let Some((endpoint, client)) = reuse.and_then(|p| p.endpoint_named(address)) {
+                endpoints.push(endpoint);
+                clients.push(client);
+                continue;
+            }
             let tls = tls_config
                 .as_ref()
                 .map(|c| (c.clone(), cfg.tls.as_ref().and_then(|t| t.sni.as_deref())));
@@ -124,7 +160,13 @@ impl Cluster {
             outlier: cfg.outlier_detection.clone().map(OutlierDetector::new),
             hash_header,
             scheme: if cfg.tls.is_some() { "https" } else { "http" },
+            health_started: AtomicBool::new(false),
         }))
+    }
+
+    fn endpoint_named(&self, address: &str) -> Option<(Arc<Endpoint>, HttpClient)> {
+        let index = self.endpoints.iter().position(|e| e.address == address)?;
+        Some((self.endpoints[index].clone(), self.clients[index].clone()))
     }
 
     /// Picks an endpoint for a request with these headers.
@@ -161,8 +203,12 @@ impl Cluster {
         self.clients.get(index)
     }
 
-    /// Starts active health checking (if configured); it stops when the cluster is dropped.
+    /// Starts active health checking (if configured, and only once); it stops when the
+    /// cluster is dropped.
     pub fn start_health_checks(self: &Arc<Self>) {
+        if self.health_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Some(hc) = &self.config.health_check {
             health::spawn(Arc::downgrade(self), hc.clone());
         }

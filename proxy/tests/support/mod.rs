@@ -543,3 +543,83 @@ admin:
 "#
     )
 }
+
+/// Sends `method path` with `body` to the admin API; returns (status, body).
+pub fn admin_call(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(admin).expect("connect admin");
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).expect("read admin");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A minimal proxy-wasm module (ABI 0.2.1) that adds `x-stamp: VERSION` to every response and
+/// does nothing else: two versions differ only in that text, so tests can tell which module
+/// (not which configuration) served a response.
+pub fn stamp_module(version: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  (import "env" "proxy_add_header_map_value"
+    (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "x-stamp")
+  (data (i32.const 16) "{version}")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $at))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 2) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const {len})))
+    (i32.const 0)))"#,
+        len = version.len()
+    );
+    wat::parse_str(text).expect("stamp module")
+}
+
+/// The embedded registry crate's server on a loopback port, in this process.
+pub async fn registry(root: &std::path::Path) -> wasmesh_registry::server::RunningRegistry {
+    registry_on(root, "127.0.0.1:0".parse().expect("addr")).await
+}
+
+pub async fn registry_on(
+    root: &std::path::Path,
+    listen: SocketAddr,
+) -> wasmesh_registry::server::RunningRegistry {
+    wasmesh_registry::server::serve(wasmesh_registry::server::RegistryConfig {
+        root: root.to_path_buf(),
+        listen,
+        push_token: None,
+        pull_token: None,
+    })
+    .await
+    .expect("registry")
+}
+
+/// Pushes `wasm` to `reference` (`oci://HOST/REPO:TAG`); returns the manifest digest.
+pub async fn push(reference: &str, wasm: &[u8]) -> String {
+    wasmesh_registry::client::push(reference, wasm, &Default::default(), None)
+        .await
+        .expect("push")
+        .to_string()
+}
