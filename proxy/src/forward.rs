@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -23,8 +24,10 @@ use rand::Rng;
 use crate::body::{self, ProxyBody};
 use crate::cluster::Cluster;
 use crate::cluster::breaker::Permit;
+use crate::cluster::connector::ConnectError;
 use crate::cluster::endpoint::InFlight;
 use crate::cluster::outlier::Outcome;
+use crate::cluster::pool::{PoolError, PooledBody};
 use crate::config::{RetryOn, RetryPolicy};
 use crate::filter::{self, Phase, RequestAttributes};
 use crate::route::Route;
@@ -42,6 +45,7 @@ pub struct ListenerContext {
     pub forward_client_cert: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub requests: Arc<tokio::sync::Semaphore>,
+    pub metrics: crate::observe::RequestMetrics,
 }
 
 /// What a downstream connection contributes to each of its requests.
@@ -50,6 +54,21 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: Option<Arc<TlsInfo>>,
+    /// The peer's IP as a header value, made once per connection for `x-forwarded-for`.
+    client_ip: HeaderValue,
+}
+
+impl ConnectionInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: Option<Arc<TlsInfo>>) -> ConnectionInfo {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnectionInfo {
+            peer,
+            local,
+            tls,
+            client_ip,
+        }
+    }
 }
 
 /// Handles one request; never fails, errors become local replies.
@@ -70,16 +89,9 @@ pub async fn handle(
         }
         Err(_) => (Arc::from("-"), overloaded("listener_max_requests")),
     };
-    let code = response.status().as_u16();
-    metrics::counter!("wasmesh_requests_total",
-        "listener" => listener.name.clone(),
-        "route" => route_name.clone(),
-        "code" => code.to_string())
-    .increment(1);
-    metrics::histogram!("wasmesh_request_duration_seconds",
-        "listener" => listener.name.clone(),
-        "route" => route_name)
-    .record(start.elapsed().as_secs_f64());
+    listener
+        .metrics
+        .record(&route_name, response.status().as_u16(), start.elapsed());
     Ok(response)
 }
 
@@ -236,9 +248,8 @@ async fn route_and_forward(
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let request = Outgoing {
         method: parts.method,
         authority,
@@ -296,7 +307,7 @@ async fn route_and_forward(
 struct Outgoing {
     method: Method,
     authority: String,
-    path: String,
+    path: PathAndQuery,
     headers: HeaderMap,
 }
 
@@ -367,7 +378,7 @@ async fn send_with_retries(
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let per_try = policy
         .and_then(|p| p.per_try_timeout)
-        .unwrap_or(route_timeout);
+        .filter(|limit| *limit < route_timeout);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -394,7 +405,7 @@ async fn send_with_retries(
             Attempt::Response(mut response, guards) => {
                 let status = response.status();
                 if !last && policy.is_some_and(|p| retriable_status(p, status)) {
-                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.clone()).increment(1);
+                    cluster.counters.retries.increment(1);
                     drop(response);
                     drop(guards);
                     back_off(policy, attempt).await;
@@ -408,7 +419,7 @@ async fn send_with_retries(
             }
             Attempt::Failed(failure) => {
                 if !last && policy.is_some_and(|p| retriable_failure(p, &failure)) {
-                    metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.name.clone()).increment(1);
+                    cluster.counters.retries.increment(1);
                     back_off(policy, attempt).await;
                     continue;
                 }
@@ -434,7 +445,7 @@ impl Drop for AttemptGuards {
 }
 
 enum Attempt {
-    Response(Response<Incoming>, AttemptGuards),
+    Response(Response<PooledBody>, AttemptGuards),
     Failed(Failure),
 }
 
@@ -471,7 +482,7 @@ async fn try_once(
     cluster: &Arc<Cluster>,
     request: &Outgoing,
     body: ProxyBody,
-    per_try: Duration,
+    per_try: Option<Duration>,
 ) -> Attempt {
     let Some(upstream) = cluster.pick(&request.headers) else {
         return Attempt::Failed(Failure::NoEndpoint);
@@ -486,10 +497,14 @@ async fn try_once(
         Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),
     };
     let sent = Instant::now();
-    let result = tokio::time::timeout(per_try, upstream.client.request(outgoing)).await;
+    // Without a shorter per-try limit the route's own timeout (around all attempts) is the
+    // only one needed; a second timer per request is not free.
+    let result = match per_try {
+        Some(limit) => tokio::time::timeout(limit, upstream.pool.send(outgoing)).await,
+        None => Ok(upstream.pool.send(outgoing).await),
+    };
     drop::<Permit>(pending);
     let rtt = sent.elapsed();
-    let cluster_label = cluster.name.clone();
     match result {
         Ok(Ok(response)) => {
             let outcome = if response.status().is_server_error() {
@@ -498,7 +513,7 @@ async fn try_once(
                 Outcome::Success
             };
             cluster.observe(upstream.index, outcome);
-            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => class_of(response.status())).increment(1);
+            cluster.counters.response(response.status()).increment(1);
             Attempt::Response(
                 response,
                 AttemptGuards {
@@ -509,12 +524,16 @@ async fn try_once(
         }
         Ok(Err(err)) => {
             drop(in_flight);
-            if let Some(reason) = overflow_reason(&err) {
+            if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
                 return Attempt::Failed(Failure::Overflow(reason));
             }
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             let connect = err.is_connect();
-            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => if connect { "connect_failure" } else { "reset" }).increment(1);
+            if connect {
+                cluster.counters.connect_failure.increment(1);
+            } else {
+                cluster.counters.reset.increment(1);
+            }
             let msg = error_chain(&err);
             tracing::debug!(cluster = %cluster.name, endpoint = %upstream.endpoint.address, error = %msg, "upstream attempt failed");
             if connect {
@@ -526,33 +545,10 @@ async fn try_once(
         Err(_) => {
             drop(in_flight);
             cluster.observe(upstream.index, Outcome::GatewayFailure);
-            metrics::counter!("wasmesh_upstream_requests_total", "cluster" => cluster_label, "outcome" => "timeout").increment(1);
+            cluster.counters.timeout.increment(1);
             Attempt::Failed(Failure::Timeout)
         }
     }
-}
-
-fn class_of(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
-fn overflow_reason(err: &hyper_util::client::legacy::Error) -> Option<&'static str> {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(crate::cluster::connector::ConnectError::Overflow { reason, .. }) =
-            e.downcast_ref::<crate::cluster::connector::ConnectError>()
-        {
-            return Some(reason);
-        }
-        source = e.source();
-    }
-    None
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -611,29 +607,26 @@ fn build_upstream_request(
     } else {
         request.authority.as_str()
     };
+    // Absolute: HTTP/2 needs the scheme and authority; the pool sends HTTP/1.1 in origin form.
     let uri = Uri::builder()
         .scheme(cluster.scheme)
         .authority(authority)
-        .path_and_query(request.path.as_str())
+        .path_and_query(request.path.clone())
         .build()?;
-    let mut builder = Request::builder().method(request.method.clone()).uri(uri);
-    let h2 = cluster.config.protocol == crate::config::UpstreamProtocol::Http2;
-    if let Some(headers) = builder.headers_mut() {
-        headers.reserve(request.headers.len() + 1);
-        for (name, value) in &request.headers {
-            if h2 && name == header::HOST {
-                continue;
-            }
-            headers.append(name.clone(), value.clone());
-        }
-        if !h2
-            && !headers.contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(authority)
-        {
-            headers.insert(header::HOST, value);
-        }
+    let mut outgoing = Request::new(body);
+    *outgoing.method_mut() = request.method.clone();
+    *outgoing.uri_mut() = uri;
+    // A clone copies the map's storage as is, without hashing each name again.
+    let mut headers = request.headers.clone();
+    if cluster.config.protocol == crate::config::UpstreamProtocol::Http2 {
+        headers.remove(header::HOST);
+    } else if !headers.contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(authority)
+    {
+        headers.insert(header::HOST, value);
     }
-    builder.body(body)
+    *outgoing.headers_mut() = headers;
+    Ok(outgoing)
 }
 
 /// `Host` for HTTP/1, `:authority` for HTTP/2.
@@ -667,27 +660,44 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::TRAILER,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard `keep-alive` and `proxy-connection`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Removes hop-by-hop headers and those the `Connection` header names. One pass finds them,
+/// so the common message that has none costs a scan of its names and no removal.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
         .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(name);
+    if doomed.is_empty() {
+        return;
     }
+    if headers.contains_key(header::CONNECTION) {
+        doomed.extend(
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
+    }
+    // `te: trailers` is how gRPC says it understands trailers; it survives the hop.
     let te_trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
@@ -695,15 +705,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    for name in HOP_BY_HOP {
+    for name in doomed {
         if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
             continue;
         }
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    // `te: trailers` is how gRPC says it understands trailers; it survives the hop.
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -723,31 +730,37 @@ fn prepare_headers(
     // hyper has already answered `Expect: 100-continue` by reading the body.
     headers.remove(header::EXPECT);
 
-    let client_ip = conn.peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => {
+            let both = format!(
+                "{existing}, {}",
+                conn.client_ip.to_str().unwrap_or("unknown")
+            );
+            if let Ok(value) = HeaderValue::from_str(&both) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
+        }
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
     );
-    let mut id_buf = uuid::Uuid::encode_buffer();
-    if !headers.contains_key("x-request-id")
-        && let Ok(value) =
-            HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf))
-    {
-        headers.insert("x-request-id", value);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+        if let Ok(value) = HeaderValue::from_str(id) {
+            headers.insert(X_REQUEST_ID, value);
+        }
     }
-    headers.remove("x-forwarded-client-cert");
+    headers.remove(&X_FORWARDED_CLIENT_CERT);
     if listener.forward_client_cert
         && let Some(peer) = conn.tls.as_ref().and_then(|t| t.peer.as_ref())
         && let Ok(value) = HeaderValue::from_str(&peer.xfcc())
     {
-        headers.insert("x-forwarded-client-cert", value);
+        headers.insert(X_FORWARDED_CLIENT_CERT, value);
     }
     if !headers.contains_key(header::HOST)
         && !authority.is_empty()
@@ -757,11 +770,11 @@ fn prepare_headers(
     }
 }
 
-fn strip_response_hop_by_hop(response: Response<Incoming>) -> Response<ProxyBody> {
+fn strip_response_hop_by_hop(response: Response<PooledBody>) -> Response<ProxyBody> {
     let (mut parts, incoming) = response.into_parts();
     let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    Response::from_parts(parts, body::incoming(incoming))
+    Response::from_parts(parts, incoming.boxed())
 }
 
 /// After both sides agreed to switch protocols, copies bytes both ways until either closes.

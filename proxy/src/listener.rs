@@ -25,6 +25,10 @@ use crate::tls::identity::{PeerIdentity, TlsInfo};
 /// Binds a listener's address with `SO_REUSEADDR`, `SO_REUSEPORT` (so a reload can bind a
 /// replacement before the old socket closes) and a deep backlog.
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(address)?)
+}
+
+fn bind_std(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
@@ -36,7 +40,23 @@ pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Binds `count` sockets to one address, one per worker: `SO_REUSEPORT` lets the kernel spread
+/// new connections across them. With port 0 the first socket picks the port and the others
+/// join it. Returns the sockets and the address they share.
+pub fn bind_per_worker(
+    address: SocketAddr,
+    count: usize,
+) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let first = bind_std(address)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count.max(1) {
+        sockets.push(bind_std(bound)?);
+    }
+    Ok((sockets, bound))
 }
 
 /// Everything one accept loop needs.
@@ -104,11 +124,7 @@ async fn serve_connection(
     let local = tcp.local_addr()?;
     match &running.tls {
         None => {
-            let info = ConnectionInfo {
-                peer,
-                local,
-                tls: None,
-            };
+            let info = ConnectionInfo::new(peer, local, None);
             serve_http(tcp, info, None, running, watcher).await
         }
         Some(acceptor) => {
@@ -138,11 +154,7 @@ async fn serve_connection(
                     .and_then(PeerIdentity::from_leaf),
                 alpn: alpn.clone(),
             };
-            let info = ConnectionInfo {
-                peer,
-                local,
-                tls: Some(Arc::new(tls)),
-            };
+            let info = ConnectionInfo::new(peer, local, Some(Arc::new(tls)));
             serve_http(stream, info, alpn.as_deref(), running, watcher).await
         }
     }

@@ -27,6 +27,9 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Worker threads serving traffic (default: one per available core).
+        #[arg(long, env = "WASMESH_CONCURRENCY")]
+        concurrency: Option<usize>,
     },
     /// Check a configuration file and print every error with file:line: field.
     Validate {
@@ -53,16 +56,19 @@ enum Command {
         /// Run this Wasm filter file in the demo chain instead of the registry's `headers`.
         #[arg(long)]
         filter: Option<PathBuf>,
+        /// Worker threads serving traffic (default: one per available core).
+        #[arg(long, env = "WASMESH_CONCURRENCY")]
+        concurrency: Option<usize>,
     },
     /// The OCI filter registry.
     Registry {
         #[command(subcommand)]
-        command: RegistryCommand,
+        command: wasmesh_registry::cli::RegistryCommand,
     },
     /// Publish and fetch filters as OCI artifacts.
     Filter {
         #[command(subcommand)]
-        command: FilterCommand,
+        command: wasmesh_registry::cli::FilterCommand,
     },
     /// Change and show a running proxy's filter chains through its admin API.
     Chain {
@@ -120,55 +126,6 @@ enum ChainCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum RegistryCommand {
-    /// Serve an OCI distribution registry from a directory.
-    Serve {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:5000")]
-        listen: SocketAddr,
-        /// Token required to push (Bearer, or Basic with it as password); without one the
-        /// registry serves only on loopback.
-        #[arg(long, env = "WASMESH_REGISTRY_PUSH_TOKEN")]
-        push_token: Option<String>,
-        /// Token required to pull (default: anonymous pulls).
-        #[arg(long, env = "WASMESH_REGISTRY_PULL_TOKEN")]
-        pull_token: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum FilterCommand {
-    /// Push FILE.wasm as oci://HOST/REPO:TAG; prints the manifest digest.
-    Push {
-        file: PathBuf,
-        reference: String,
-        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
-        token: Option<String>,
-    },
-    /// Pull a filter, verifying every digest, into a file.
-    Pull {
-        reference: String,
-        #[arg(short, long)]
-        output: PathBuf,
-        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
-        token: Option<String>,
-    },
-    /// List the tags of HOST/REPO.
-    Ls {
-        repository: String,
-        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
-        token: Option<String>,
-    },
-    /// Print a filter's manifest.
-    Inspect {
-        reference: String,
-        #[arg(long, env = "WASMESH_REGISTRY_TOKEN")]
-        token: Option<String>,
-    },
-}
-
 fn main() -> ExitCode {
     observe::init_tracing();
     let cli = Cli::parse();
@@ -205,9 +162,12 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            concurrency,
+        } => {
             let cfg = config::load_file(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
-            serve(cfg, Some(config)).await
+            serve(cfg, Some(config), concurrency).await
         }
         Command::Demo {
             listen,
@@ -216,6 +176,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             registry,
             registry_root,
             filter,
+            concurrency,
         } => {
             let mut addrs = Vec::new();
             for i in 0..upstreams.max(1) {
@@ -258,7 +219,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .join(", ")
             );
             println!("try: curl -s http://{listen}/hello   admin: curl -s http://{admin}/stats");
-            let served = serve(cfg, None).await;
+            let served = serve(cfg, None, concurrency).await;
             running_registry.shutdown().await;
             served
         }
@@ -272,57 +233,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .context("waiting for ctrl-c")?;
             Ok(())
         }
-        Command::Registry {
-            command:
-                RegistryCommand::Serve {
-                    root,
-                    listen,
-                    push_token,
-                    pull_token,
-                },
-        } => {
-            let registry =
-                wasmesh_registry::server::serve(wasmesh_registry::server::RegistryConfig {
-                    root,
-                    listen,
-                    push_token,
-                    pull_token,
-                })
-                .await
-                .context("starting the registry")?;
-            println!("wasmesh: registry on {}", registry.local_addr());
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for ctrl-c")?;
-            registry.shutdown().await;
-            Ok(())
-        }
-        Command::Filter { command } => {
-            use wasmesh_registry::cli;
-            match command {
-                FilterCommand::Push {
-                    file,
-                    reference,
-                    token,
-                } => cli::push(&file, &reference, token.as_deref())
-                    .await
-                    .map(drop)?,
-                FilterCommand::Pull {
-                    reference,
-                    output,
-                    token,
-                } => cli::pull(&reference, &output, token.as_deref())
-                    .await
-                    .map(drop)?,
-                FilterCommand::Ls { repository, token } => {
-                    cli::ls(&repository, token.as_deref()).await.map(drop)?
-                }
-                FilterCommand::Inspect { reference, token } => {
-                    cli::inspect(&reference, token.as_deref()).await.map(drop)?
-                }
-            }
-            Ok(())
-        }
+        Command::Registry { command } => Ok(wasmesh_registry::cli::registry(command).await?),
+        Command::Filter { command } => Ok(wasmesh_registry::cli::filter(command).await?),
         Command::Chain { command } => run_chain(command).await,
         Command::Validate { .. } => Ok(()),
     }
@@ -368,8 +280,13 @@ async fn run_chain(command: ChainCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(cfg: config::Config, file: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut server = Server::start(cfg).await?;
+async fn serve(
+    cfg: config::Config,
+    file: Option<PathBuf>,
+    concurrency: Option<usize>,
+) -> anyhow::Result<()> {
+    let concurrency = concurrency.unwrap_or_else(wasmesh_proxy::workers::default_concurrency);
+    let mut server = Server::start_with(cfg, concurrency).await?;
     if let Some(path) = file {
         server
             .watch_file(path)

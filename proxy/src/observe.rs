@@ -1,8 +1,11 @@
 //! Observability plumbing: the `tracing` subscriber for logs and the process-wide Prometheus
 //! recorder behind the `metrics` facade, rendered by the admin API's `/stats`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: fine below a millisecond, where a proxy's own cost lives.
@@ -77,6 +80,72 @@ fn describe() {
         "wasmesh_downstream_connections",
         "Open downstream connections by listener."
     );
+}
+
+/// One listener's request metrics (`wasmesh_requests_total`, `wasmesh_request_duration_seconds`)
+/// as handles looked up once per route and status code: a lookup by name and labels hashes and
+/// compares every label, which cost more per request than the rest of the bookkeeping.
+pub struct RequestMetrics {
+    listener: Arc<str>,
+    routes: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+}
+
+struct RouteMetrics {
+    duration: Histogram,
+    /// A route sees a handful of status codes; a short list beats a map.
+    codes: RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RequestMetrics {
+    pub fn new(listener: Arc<str>) -> RequestMetrics {
+        RequestMetrics {
+            listener,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request on `route` answered with `code` after `elapsed`.
+    pub fn record(&self, route: &Arc<str>, code: u16, elapsed: Duration) {
+        let entry = self.route(route);
+        entry.duration.record(elapsed.as_secs_f64());
+        let known = entry
+            .codes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, counter)| counter.clone());
+        let counter = known.unwrap_or_else(|| {
+            let mut codes = entry.codes.write().unwrap_or_else(|e| e.into_inner());
+            let counter = metrics::counter!("wasmesh_requests_total",
+                "listener" => self.listener.clone(), "route" => route.clone(), "code" => code.to_string());
+            codes.push((code, counter.clone()));
+            counter
+        });
+        counter.increment(1);
+    }
+
+    fn route(&self, route: &Arc<str>) -> Arc<RouteMetrics> {
+        if let Some(entry) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&**route)
+        {
+            return entry.clone();
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(route.clone())
+            .or_insert_with(|| {
+                Arc::new(RouteMetrics {
+                    duration: metrics::histogram!("wasmesh_request_duration_seconds",
+                        "listener" => self.listener.clone(), "route" => route.clone()),
+                    codes: RwLock::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info`.

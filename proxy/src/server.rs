@@ -31,6 +31,7 @@ use crate::listener::{self, Running};
 use crate::route::RouteError;
 pub use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
+use crate::workers::Workers;
 
 /// Why a configuration could not be put into service.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,8 @@ pub enum StartError {
     ShuttingDown,
     #[error("filter chain \"{0}\" has no earlier definition to roll back to")]
     NothingToRollBack(String),
+    #[error("cannot start worker threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// The outcome of the latest reload, for `GET /config/status`.
@@ -100,6 +103,7 @@ pub struct Control {
     /// Serialises reloads; the value is the status they report.
     status: tokio::sync::Mutex<ReloadStatus>,
     graceful: Mutex<Option<GracefulShutdown>>,
+    workers: Arc<Workers>,
     /// Earlier definitions of each chain, newest last (`None`: the chain did not exist), for
     /// `POST /chains/{name}/rollback`.
     history: Mutex<HashMap<String, Vec<Option<FilterChain>>>>,
@@ -123,15 +127,15 @@ fn parse_addr(field: String, address: &str) -> Result<SocketAddr, StartError> {
     })
 }
 
-/// A listener bound and ready to accept, not yet serving.
+/// A listener bound and ready to accept (one socket per worker), not yet serving.
 struct Bound {
     config: config::Listener,
-    tcp: tokio::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     address: SocketAddr,
     tls: Option<TlsAcceptor>,
 }
 
-fn bind_listener(index: usize, lc: &config::Listener) -> Result<Bound, StartError> {
+fn bind_listener(index: usize, lc: &config::Listener, workers: usize) -> Result<Bound, StartError> {
     let address = parse_addr(format!("listeners[{index}].address"), &lc.address)?;
     let tls = match &lc.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server::server_config(t).map_err(
@@ -142,15 +146,15 @@ fn bind_listener(index: usize, lc: &config::Listener) -> Result<Bound, StartErro
         )?)),
         None => None,
     };
-    let tcp = listener::bind(address).map_err(|source| StartError::Bind {
-        listener: lc.name.clone(),
-        address: lc.address.clone(),
-        source,
-    })?;
-    let address = tcp.local_addr().unwrap_or(address);
+    let (sockets, address) =
+        listener::bind_per_worker(address, workers).map_err(|source| StartError::Bind {
+            listener: lc.name.clone(),
+            address: lc.address.clone(),
+            source,
+        })?;
     Ok(Bound {
         config: lc.clone(),
-        tcp,
+        sockets,
         address,
         tls,
     })
@@ -185,10 +189,23 @@ impl Control {
                 forward_client_cert: lc.forward_client_cert,
                 snapshot: self.snapshot.clone(),
                 requests: Arc::new(tokio::sync::Semaphore::new(lc.max_requests)),
+                metrics: crate::observe::RequestMetrics::new(lc.name.as_str().into()),
             }),
         });
-        tracing::info!(listener = %lc.name, address = %bound.address, tls = lc.tls.is_some(), "listening");
-        tokio::spawn(listener::accept_loop(bound.tcp, running, stop_rx, watchers));
+        tracing::info!(listener = %lc.name, address = %bound.address, tls = lc.tls.is_some(),
+            workers = bound.sockets.len(), "listening");
+        for (index, socket) in bound.sockets.into_iter().enumerate() {
+            let (running, stop_rx, watchers) = (running.clone(), stop_rx.clone(), watchers.clone());
+            // The socket joins the reactor of the worker that accepts on it.
+            self.workers.handle(index).spawn(async move {
+                match tokio::net::TcpListener::from_std(socket) {
+                    Ok(tcp) => listener::accept_loop(tcp, running, stop_rx, watchers).await,
+                    Err(err) => {
+                        tracing::error!(listener = %running.config.name, error = %err, "cannot accept on a worker")
+                    }
+                }
+            });
+        }
         Ok(ListenerSlot {
             config: lc,
             address: bound.address,
@@ -306,6 +323,7 @@ impl Control {
             return Err(StartError::ShuttingDown);
         }
         config::validate(&config)?;
+        self.ensure_wasm_host(&config)?;
         let snapshot =
             Snapshot::build(config.clone(), generation, Some(previous), LoadMode::Reload).await?;
 
@@ -317,11 +335,11 @@ impl Control {
         for (i, lc) in config.listeners.iter().enumerate() {
             match listeners.get(&lc.name) {
                 Some(slot) if slot.config == *lc => {}
-                _ => fresh.push(bind_listener(i, lc)?),
+                _ => fresh.push(bind_listener(i, lc, self.workers.len())?),
             }
         }
 
-        snapshot.start_health_checks();
+        snapshot.start_background_tasks();
         if record_history {
             self.record_history(&previous.config, &config);
         }
@@ -377,6 +395,23 @@ impl Control {
         }
     }
 
+    /// Starts the Wasm host the first time a configuration has plugins: a proxy without filters
+    /// never runs the engine's epoch ticker. Filters' HTTP callouts go through the clusters of
+    /// whatever snapshot is running.
+    fn ensure_wasm_host(&self, config: &Config) -> Result<(), StartError> {
+        if config.filter_chains.iter().all(|c| c.plugins.is_empty()) {
+            return Ok(());
+        }
+        let host = crate::filter::host().map_err(|source| crate::filter::ChainError::Load {
+            chain: "-".into(),
+            source,
+        })?;
+        host.set_services(Arc::new(crate::filter::ClusterCallouts {
+            snapshot: self.snapshot.clone(),
+        }));
+        Ok(())
+    }
+
     /// Records a configuration that was refused before it could be applied (it did not parse).
     pub async fn reject(&self, error: String, trigger: &str) {
         let mut status = self.status.lock().await;
@@ -411,14 +446,20 @@ impl Control {
 impl Server {
     /// Builds the snapshot, binds every listener and the admin port, and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, crate::workers::default_concurrency()).await
+    }
+
+    /// Like [`Server::start`], with `concurrency` worker threads.
+    pub async fn start_with(config: Config, concurrency: usize) -> Result<Server, StartError> {
         crate::observe::prometheus();
         config::validate(&config)?;
         let snapshot = Snapshot::build(config.clone(), 1, None, LoadMode::Startup).await?;
+        let workers = Workers::start(concurrency).map_err(StartError::Workers)?;
         let mut bound = Vec::new();
         for (i, lc) in config.listeners.iter().enumerate() {
-            bound.push(bind_listener(i, lc)?);
+            bound.push(bind_listener(i, lc, workers.len())?);
         }
-        snapshot.start_health_checks();
+        snapshot.start_background_tasks();
         let control = Arc::new(Control {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             draining: AtomicBool::new(false),
@@ -428,17 +469,10 @@ impl Server {
                 ..ReloadStatus::default()
             }),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
+            workers,
             history: Mutex::new(HashMap::new()),
         });
-        // Filters' HTTP callouts go through the clusters of whatever snapshot is running.
-        crate::filter::host()
-            .map_err(|source| crate::filter::ChainError::Load {
-                chain: "-".into(),
-                source,
-            })?
-            .set_services(Arc::new(crate::filter::ClusterCallouts {
-                snapshot: control.snapshot.clone(),
-            }));
+        control.ensure_wasm_host(&config)?;
         for b in bound {
             let slot = control.serve(b)?;
             control
@@ -543,6 +577,7 @@ impl Server {
         for task in self.tasks {
             task.abort();
         }
+        self.control.workers.stop();
     }
 }
 

@@ -69,10 +69,10 @@ impl Snapshot {
         })
     }
 
-    /// Starts active health checks of clusters that do not run them yet.
-    pub fn start_health_checks(&self) {
+    /// Starts health checks and idle-connection sweeps of clusters that do not run them yet.
+    pub fn start_background_tasks(&self) {
         for cluster in self.clusters.values() {
-            cluster.start_health_checks();
+            cluster.start_background_tasks();
         }
     }
 }

@@ -1,8 +1,7 @@
-//! Opens connections to one endpoint for hyper's pooled client: DNS resolution at connect time,
-//! TCP with `TCP_NODELAY`, optional TLS with SNI and ALPN, all within the cluster's connect
-//! timeout, and counted against the cluster's `max_connections`.
+//! Opens connections to one endpoint for its pool: DNS resolution at connect time, TCP with
+//! `TCP_NODELAY`, optional TLS with SNI and ALPN, all within the cluster's connect timeout, and
+//! counted against the cluster's `max_connections`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -41,7 +39,7 @@ pub enum ConnectError {
     ServerName { address: String, name: String },
 }
 
-/// The connector of one endpoint; cheap to clone (hyper clones it per connect).
+/// The connector of one endpoint.
 #[derive(Clone)]
 pub struct EndpointConnector {
     inner: Arc<Inner>,
@@ -96,37 +94,26 @@ fn host_of(address: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-impl tower_service::Service<http::Uri> for EndpointConnector {
-    type Response = UpstreamConn;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    // The URI is the request's (its authority is the original Host); this connector always
-    // dials its own endpoint, which is what makes hyper's pool a per-endpoint pool.
-    fn call(&mut self, _uri: http::Uri) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let permit =
-                inner
-                    .breaker
-                    .try_connection()
-                    .map_err(|overflow| ConnectError::Overflow {
-                        cluster: inner.cluster.clone(),
-                        reason: overflow.as_str(),
-                    })?;
-            let timeout = inner.connect_timeout;
-            match tokio::time::timeout(timeout, connect(&inner, permit)).await {
-                Ok(result) => result,
-                Err(_) => Err(ConnectError::Timeout {
-                    address: inner.address.clone(),
-                    timeout,
-                }),
-            }
-        })
+impl EndpointConnector {
+    /// Dials the endpoint: a `max_connections` permit first, then resolve, connect and (for
+    /// TLS) handshake, all within the connect timeout.
+    pub async fn connect(&self) -> Result<UpstreamConn, ConnectError> {
+        let inner = &self.inner;
+        let permit = inner
+            .breaker
+            .try_connection()
+            .map_err(|overflow| ConnectError::Overflow {
+                cluster: inner.cluster.clone(),
+                reason: overflow.as_str(),
+            })?;
+        let timeout = inner.connect_timeout;
+        match tokio::time::timeout(timeout, connect(inner, permit)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout {
+                address: inner.address.clone(),
+                timeout,
+            }),
+        }
     }
 }
 
@@ -164,7 +151,7 @@ async fn connect(inner: &Inner, permit: Permit) -> Result<UpstreamConn, ConnectE
     })
 }
 
-/// A connection to an endpoint; holds its `max_connections` permit until hyper drops it.
+/// A connection to an endpoint; holds its `max_connections` permit until it closes.
 pub struct UpstreamConn {
     io: TokioIo<Stream>,
     h2: bool,
@@ -183,14 +170,10 @@ enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl Connection for UpstreamConn {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
+impl UpstreamConn {
+    /// Whether TLS negotiated HTTP/2 by ALPN.
+    pub fn negotiated_h2(&self) -> bool {
+        self.h2
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Weak;
 
 use http::Request;
+use http_body_util::BodyExt;
 
 use super::Cluster;
 use crate::body;
@@ -55,8 +56,7 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
 }
 
 async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
-    let (Some(endpoint), Some(client)) = (cluster.endpoints.get(index), cluster.client(index))
-    else {
+    let (Some(endpoint), Some(pool)) = (cluster.endpoints.get(index), cluster.pool(index)) else {
         return false;
     };
     let uri = format!("{}://{}{}", cluster.scheme, endpoint.address, hc.path);
@@ -67,11 +67,17 @@ async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
     else {
         return false;
     };
-    match tokio::time::timeout(hc.timeout, client.request(request)).await {
-        Ok(Ok(response)) => {
-            let status = response.status();
-            status.is_success() || status.is_redirection()
-        }
-        _ => false,
-    }
+    let check = async {
+        let response = pool.send(request).await.ok()?;
+        let status = response.status();
+        // Read (a bounded amount of) the body, so the connection can serve the next check.
+        let _ = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await;
+        Some(status.is_success() || status.is_redirection())
+    };
+    matches!(
+        tokio::time::timeout(hc.timeout, check).await,
+        Ok(Some(true))
+    )
 }

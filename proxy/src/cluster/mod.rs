@@ -1,9 +1,9 @@
 //! Upstream clusters: endpoints, their connection pools, load balancing, active health checks,
 //! passive outlier detection and circuit breaking.
 //!
-//! Each endpoint has its own pooled hyper client (idle timeout, idle cap) whose connector always
-//! dials that endpoint, so the pool is per endpoint as in Envoy. The load balancer picks among
-//! endpoints that are healthy and not ejected.
+//! Each endpoint has its own connection pool ([`pool`]: idle timeout, idle cap) over a connector
+//! that always dials that endpoint, so the pool is per endpoint as in Envoy. The load balancer
+//! picks among endpoints that are healthy and not ejected.
 
 pub mod breaker;
 pub mod connector;
@@ -11,25 +11,22 @@ pub mod endpoint;
 pub mod health;
 pub mod lb;
 pub mod outlier;
+pub mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderName};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-use crate::body::ProxyBody;
 use crate::config::{self, UpstreamProtocol};
 use crate::tls::{self, TlsError};
 use breaker::CircuitBreaker;
 use connector::{ConnectError, EndpointConnector};
 use endpoint::Endpoint;
+use http::{HeaderMap, HeaderName, StatusCode};
 use lb::{LoadBalancer, PickContext};
+use metrics::Counter;
 use outlier::{Outcome, OutlierDetector};
-
-pub type HttpClient = Client<EndpointConnector, ProxyBody>;
+use pool::Pool;
 
 /// A cluster that could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +50,54 @@ pub struct Cluster {
     pub name: Arc<str>,
     pub config: config::Cluster,
     pub endpoints: Vec<Arc<Endpoint>>,
-    clients: Vec<HttpClient>,
+    pools: Vec<Arc<Pool>>,
     lb: Box<dyn LoadBalancer>,
     pub breaker: Arc<CircuitBreaker>,
     outlier: Option<OutlierDetector>,
     hash_header: Option<HeaderName>,
     pub scheme: &'static str,
     health_started: AtomicBool,
+    pub counters: UpstreamCounters,
+}
+
+/// `wasmesh_upstream_requests_total{cluster,outcome}` and `wasmesh_upstream_retries_total`,
+/// registered once per cluster rather than looked up by labels on every attempt.
+pub struct UpstreamCounters {
+    /// 1xx to 5xx.
+    by_class: [Counter; 5],
+    pub connect_failure: Counter,
+    pub reset: Counter,
+    pub timeout: Counter,
+    pub retries: Counter,
+}
+
+impl UpstreamCounters {
+    fn new(cluster: &str) -> UpstreamCounters {
+        let outcome = |outcome: &'static str| {
+            metrics::counter!("wasmesh_upstream_requests_total",
+                "cluster" => cluster.to_string(), "outcome" => outcome)
+        };
+        UpstreamCounters {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(outcome),
+            connect_failure: outcome("connect_failure"),
+            reset: outcome("reset"),
+            timeout: outcome("timeout"),
+            retries: metrics::counter!("wasmesh_upstream_retries_total", "cluster" => cluster.to_string()),
+        }
+    }
+
+    /// The counter for a response with `status`.
+    pub fn response(&self, status: StatusCode) -> &Counter {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize;
+        &self.by_class[class - 1]
+    }
 }
 
 /// One endpoint chosen for one attempt.
 pub struct Upstream<'a> {
     pub index: usize,
     pub endpoint: &'a Arc<Endpoint>,
-    pub client: &'a HttpClient,
+    pub pool: &'a Pool,
 }
 
 /// Whether two cluster settings dial endpoints the same way, so that an endpoint present in
@@ -113,11 +144,11 @@ impl Cluster {
             None => Arc::new(CircuitBreaker::new(&cfg.name, &cfg.circuit_breakers)),
         };
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
-        let mut clients = Vec::with_capacity(cfg.endpoints.len());
+        let mut pools = Vec::with_capacity(cfg.endpoints.len());
         for address in &cfg.endpoints {
-            if let Some((endpoint, client)) = reuse.and_then(|p| p.endpoint_named(address)) {
+            if let Some((endpoint, pool)) = reuse.and_then(|p| p.endpoint_named(address)) {
                 endpoints.push(endpoint);
-                clients.push(client);
+                pools.push(pool);
                 continue;
             }
             let tls = tls_config
@@ -134,16 +165,14 @@ impl Cluster {
                 cluster: cfg.name.clone(),
                 source,
             })?;
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(cfg.pool.idle_timeout)
-                .pool_max_idle_per_host(cfg.pool.max_idle_per_endpoint)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(cfg.protocol == UpstreamProtocol::Http2)
-                .set_host(false)
-                .build(connector);
             endpoints.push(Endpoint::new(&cfg.name, address));
-            clients.push(client);
+            pools.push(Arc::new(Pool::new(
+                connector,
+                address,
+                cfg.protocol == UpstreamProtocol::Http2,
+                cfg.pool.idle_timeout,
+                cfg.pool.max_idle_per_endpoint,
+            )));
         }
         let lb = lb::build(cfg.lb_policy, cfg.ring_hash.as_ref(), &endpoints, None);
         let hash_header = cfg
@@ -154,19 +183,20 @@ impl Cluster {
             name: cfg.name.as_str().into(),
             config: cfg.clone(),
             endpoints,
-            clients,
+            pools,
             lb,
             breaker,
             outlier: cfg.outlier_detection.clone().map(OutlierDetector::new),
             hash_header,
             scheme: if cfg.tls.is_some() { "https" } else { "http" },
             health_started: AtomicBool::new(false),
+            counters: UpstreamCounters::new(&cfg.name),
         }))
     }
 
-    fn endpoint_named(&self, address: &str) -> Option<(Arc<Endpoint>, HttpClient)> {
+    fn endpoint_named(&self, address: &str) -> Option<(Arc<Endpoint>, Arc<Pool>)> {
         let index = self.endpoints.iter().position(|e| e.address == address)?;
-        Some((self.endpoints[index].clone(), self.clients[index].clone()))
+        Some((self.endpoints[index].clone(), self.pools[index].clone()))
     }
 
     /// Picks an endpoint for a request with these headers.
@@ -188,7 +218,7 @@ impl Cluster {
         Some(Upstream {
             index,
             endpoint: &self.endpoints[index],
-            client: &self.clients[index],
+            pool: &self.pools[index],
         })
     }
 
@@ -199,19 +229,33 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn client(&self, index: usize) -> Option<&HttpClient> {
-        self.clients.get(index)
+    pub(crate) fn pool(&self, index: usize) -> Option<&Pool> {
+        self.pools.get(index).map(|p| &**p)
     }
 
-    /// Starts active health checking (if configured, and only once); it stops when the
-    /// cluster is dropped.
-    pub fn start_health_checks(self: &Arc<Self>) {
+    /// Starts the cluster's background work, once: active health checking (if configured)
+    /// and closing connections idle past the pool's idle timeout. Both stop when the cluster
+    /// is dropped.
+    pub fn start_background_tasks(self: &Arc<Self>) {
         if self.health_started.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(hc) = &self.config.health_check {
             health::spawn(Arc::downgrade(self), hc.clone());
         }
+        let weak = Arc::downgrade(self);
+        let every = (self.config.pool.idle_timeout / 2).max(std::time::Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(cluster) = weak.upgrade() else {
+                    return;
+                };
+                for pool in &cluster.pools {
+                    pool.evict_idle();
+                }
+            }
+        });
     }
 
     /// A JSON description for the admin API's `/clusters`.
@@ -220,13 +264,15 @@ impl Cluster {
         let endpoints: Vec<_> = self
             .endpoints
             .iter()
-            .map(|e| {
+            .zip(&self.pools)
+            .map(|(e, pool)| {
                 serde_json::json!({
                     "address": e.address,
                     "healthy": e.is_healthy(),
                     "ejected": e.ejected_until().is_some_and(|t| t > now),
                     "available": e.is_available(now),
                     "in_flight": e.in_flight(),
+                    "idle_connections": pool.idle_count(),
                 })
             })
             .collect();

@@ -93,7 +93,7 @@ async fn callout(
         builder = builder.header(http::header::HOST, authority);
     }
     let request = builder.body(crate::body::full(body)).ok()?;
-    let response = upstream.client.request(request).await.ok()?;
+    let response = upstream.pool.send(request).await.ok()?;
     let (parts, mut incoming) = response.into_parts();
     let mut body = Vec::new();
     let mut trailers = Vec::new();

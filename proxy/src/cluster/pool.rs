@@ -1,0 +1,351 @@
+//! One endpoint's upstream connections, on hyper's connection API directly.
+//!
+//! HTTP/1.1 connections wait idle between requests on a stack (the most recently used is
+//! reused first, so a burst's spare connections age out); a connection goes back on the stack
+//! only once its response body has been read to the end, and is dropped — closed — otherwise.
+//! HTTP/2 (configured, or negotiated by ALPN) uses one multiplexed connection. Every
+//! connection comes from the endpoint's connector, so TLS, the connect timeout and the
+//! cluster's `max_connections` apply. A request that a pooled connection did not send (the
+//! upstream closed it while idle) is sent again on a fresh one, so idle-connection races never
+//! reach the client.
+//!
+//! Compared with a general-purpose client, there is no pool key to hash, no checkout future
+//! and no task per returned connection: a request costs a lock, a pop and a push.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::connector::{ConnectError, EndpointConnector, UpstreamConn};
+use crate::body::{BoxError, ProxyBody};
+
+/// Why a request could not be sent to the endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("HTTP/{version} handshake with {address}: {source}")]
+    Handshake {
+        version: u8,
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("upstream {address}: {source}")]
+    Send {
+        address: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl PoolError {
+    /// Whether the request never reached the upstream (nothing to undo, safe to retry).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, PoolError::Connect(_) | PoolError::Handshake { .. })
+    }
+}
+
+/// How many pooled connections a request tries before asking for a fresh one.
+const STALE_ATTEMPTS: usize = 3;
+
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: EndpointConnector,
+    address: String,
+    /// Speak HTTP/2 to this endpoint even without ALPN (h2c or h2 over TLS).
+    http2_only: bool,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl Pool {
+    pub fn new(
+        connector: EndpointConnector,
+        address: &str,
+        http2_only: bool,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                connector,
+                address: address.to_string(),
+                http2_only,
+                idle_timeout,
+                max_idle,
+                idle: Mutex::new(Vec::new()),
+                h2: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Sends a request (its URI carries the path, and for HTTP/2 the scheme and authority)
+    /// and returns the response, whose body hands the connection back when read to the end.
+    pub async fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let inner = &self.inner;
+        if let Some(sender) = inner.shared_h2() {
+            return inner.send_h2(sender, request).await;
+        }
+        // HTTP/1.1 requests go out in origin form (`GET /path`); HTTP/2 needs the absolute URI.
+        let absolute = request.uri().clone();
+        *request.uri_mut() = origin_form(&absolute);
+        for _ in 0..STALE_ATTEMPTS {
+            let Some(mut sender) = inner.take_idle() else {
+                break;
+            };
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(inner.lease(response, sender)),
+                Err(mut err) => match err.take_message() {
+                    // Never written: the connection was closing under us; try another.
+                    Some(unsent) => request = unsent,
+                    None => {
+                        return Err(PoolError::Send {
+                            address: inner.address.clone(),
+                            source: err.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+        match inner.connect().await? {
+            Fresh::Http1(mut sender) => match sender.send_request(request).await {
+                Ok(response) => Ok(inner.lease(response, sender)),
+                Err(source) => Err(PoolError::Send {
+                    address: inner.address.clone(),
+                    source,
+                }),
+            },
+            Fresh::Http2(sender) => {
+                *request.uri_mut() = absolute;
+                inner.send_h2(sender, request).await
+            }
+        }
+    }
+
+    /// Closes idle connections that have waited longer than the idle timeout.
+    pub fn evict_idle(&self) {
+        let limit = self.inner.idle_timeout;
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|i| i.since.elapsed() < limit && !i.sender.is_closed());
+    }
+
+    /// Idle HTTP/1.1 connections now (for tests and `/clusters`).
+    pub fn idle_count(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// `/path?query` of an absolute URI.
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    http::Uri::from_parts(parts).unwrap_or_else(|_| http::Uri::from_static("/"))
+}
+
+enum Fresh {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+impl Inner {
+    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        match h2.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The most recently used idle connection that is still open and within its idle time.
+    fn take_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.max_idle {
+            // The oldest goes; a burst's extra connections are the ones to close.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    async fn send_h2(
+        &self,
+        mut sender: http2::SendRequest<ProxyBody>,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(|body| PooledBody {
+                inner: body,
+                lease: None,
+            })),
+            Err(source) => Err(PoolError::Send {
+                address: self.address.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn lease(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: http1::SendRequest<ProxyBody>,
+    ) -> Response<PooledBody> {
+        // A 101 hands the connection to the upgrade; it is never pooled again.
+        let lease = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
+            pool: Arc::downgrade(self),
+            sender,
+        });
+        response.map(|body| PooledBody { inner: body, lease })
+    }
+
+    async fn connect(&self) -> Result<Fresh, PoolError> {
+        let conn: UpstreamConn = self.connector.connect().await?;
+        if self.http2_only || conn.negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(conn)
+                .await
+                .map_err(|source| PoolError::Handshake {
+                    version: 2,
+                    address: self.address.clone(),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+                }
+            });
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            return Ok(Fresh::Http2(sender));
+        }
+        let (sender, connection) =
+            http1::Builder::new()
+                .handshake(conn)
+                .await
+                .map_err(|source| PoolError::Handshake {
+                    version: 1,
+                    address: self.address.clone(),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.with_upgrades().await {
+                tracing::debug!(error = %err, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(Fresh::Http1(sender))
+    }
+}
+
+/// An HTTP/1.1 connection lent to one exchange.
+struct Lease {
+    pool: Weak<Inner>,
+    sender: http1::SendRequest<ProxyBody>,
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body. Read to the end, it returns its HTTP/1.1 connection to the
+    /// pool; dropped before that, the connection closes with it (it may hold unread bytes).
+    pub struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+    }
+
+    impl PinnedDrop for PooledBody {
+        fn drop(this: Pin<&mut Self>) {
+            // An empty body (204, HEAD, `content-length: 0`) is never polled to its end.
+            let this = this.project();
+            if this.inner.is_end_stream() {
+                give_back(this.lease.take());
+            }
+        }
+    }
+}
+
+fn give_back(lease: Option<Lease>) {
+    if let Some(lease) = lease
+        && let Some(pool) = lease.pool.upgrade()
+    {
+        pool.put_idle(lease.sender);
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            give_back(this.lease.take());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl PooledBody {
+    pub fn boxed(self) -> ProxyBody {
+        use http_body_util::BodyExt;
+        self.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    }
+}

@@ -1,0 +1,83 @@
+//! The data plane's threads: `concurrency` workers, each running a single-threaded tokio
+//! runtime with its own accept socket per listener (`SO_REUSEPORT`: the kernel spreads new
+//! connections across them). A connection lives on the worker that accepted it, so its
+//! requests never pay for a work-stealing scheduler's cross-thread handoffs; the control plane
+//! (admin API, reloads, health checks, tag following) runs on the main thread's runtime.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+/// How many workers to run when none is configured: one per available core.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The running workers.
+pub struct Workers {
+    handles: Vec<Handle>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `concurrency` worker threads (at least one).
+    pub fn start(concurrency: usize) -> std::io::Result<Arc<Workers>> {
+        let (stop, stopped) = watch::channel(false);
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..concurrency.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stopped.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wasmesh-worker-{index}"))
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        });
+                    })?,
+            );
+        }
+        Ok(Arc::new(Workers {
+            handles,
+            stop,
+            threads,
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The runtime of worker `index`.
+    pub fn handle(&self, index: usize) -> &Handle {
+        &self.handles[index % self.handles.len()]
+    }
+
+    /// Ends every worker's runtime (tasks still on them are dropped) and waits for the threads.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads.drain(..) {
+            // A worker ends as soon as its runtime stops; never wait on the one we run in.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Upstream connection pooling, against raw TCP upstreams that count their connections: HTTP/1.1
+//! connections are reused across requests, a response read to the end gives its connection
+//! back, one not read to the end does not, and an upstream that closes idle connections under
+//! the pool is never visible to clients.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A minimal HTTP/1.1 upstream: answers each request on a connection with `body`, and closes
+/// the connection after `per_connection` responses — without saying so in the response, as a
+/// server whose keep-alive timer fires between requests does.
+async fn raw_upstream(body: &'static str, per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, connections, _) = raw_upstream_seeing(body, per_connection).await;
+    (addr, connections)
+}
+
+/// Like [`raw_upstream`], also keeping each request line received.
+async fn raw_upstream_seeing(
+    body: &'static str,
+    per_connection: usize,
+) -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut served = 0;
+                while served < per_connection {
+                    // Read one request head (the proxy sends GETs without bodies here).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 4);
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    seen.lock()
+                        .expect("lines")
+                        .push(head.lines().next().unwrap_or("").to_string());
+                    buf.drain(..end);
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    served += 1;
+                }
+                // Dropping the socket closes it.
+            });
+        }
+    });
+    (addr, connections, lines)
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let (upstream, connections) = raw_upstream("pooled", usize::MAX).await;
+    let proxy = Proxy::start(&simple_config("", &[upstream], ""));
+    let addr = proxy.addr("main");
+    for _ in 0..50 {
+        let got = get(addr, "/").await;
+        assert_eq!(
+            (got.status, got.text().as_str()),
+            (StatusCode::OK, "pooled")
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "fifty requests one after another need one upstream connection"
+    );
+    let clusters = get_admin_text(proxy.admin.expect("admin"), "/clusters");
+    assert!(clusters.contains("\"idle_connections\": 1"), "{clusters}");
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_is_invisible_to_clients() {
+    // No retry policy on the route: only the pool's own resend of unsent requests can help.
+    let (upstream, connections) = raw_upstream("fresh", 1).await;
+    let proxy = Proxy::start(&simple_config("", &[upstream], ""));
+    let addr = proxy.addr("main");
+    for i in 0..30 {
+        let got = get(addr, "/").await;
+        assert_eq!(
+            (got.status, got.text().as_str()),
+            (StatusCode::OK, "fresh"),
+            "request {i}"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 30);
+}
+
+#[tokio::test]
+async fn a_response_abandoned_midway_does_not_return_its_connection() {
+    // A large body the client stops reading: its connection holds unread bytes and must not
+    // serve another request.
+    let big: &'static str = Box::leak("x".repeat(4 * 1024 * 1024).into_boxed_str());
+    let (upstream, connections) = raw_upstream(big, usize::MAX).await;
+    let proxy = Proxy::start(&simple_config("", &[upstream], ""));
+    let addr = proxy.addr("main");
+    {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let mut first = [0u8; 1024];
+        let n = tcp.read(&mut first).await.expect("read");
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        // Gone with most of the body unread.
+    }
+    let got = get(addr, "/").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body.len(), big.len());
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "the abandoned exchange's connection was not reused"
+    );
+}
+
+#[tokio::test]
+async fn http1_upstreams_get_origin_form_request_targets() {
+    let (upstream, _, lines) = raw_upstream_seeing("ok", usize::MAX).await;
+    let proxy = Proxy::start(&simple_config("", &[upstream], ""));
+    let got = get(proxy.addr("main"), "/a/b?c=1&d").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        lines.lock().expect("lines").as_slice(),
+        ["GET /a/b?c=1&d HTTP/1.1"],
+        "a proxy sends origin servers origin-form targets (RFC 9112 §3.2.1)"
+    );
+}
