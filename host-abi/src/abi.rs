@@ -65,6 +65,53 @@ pub mod stream {
     pub const UPSTREAM: i32 = 3;
 }
 
+/// `proxy_log_level_t`: the level of a line a filter logs (`proxy_log`, or stdout/stderr, which
+/// are `Info` and `Error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub(crate) fn from_raw(raw: i32) -> Option<LogLevel> {
+        match raw {
+            0 => Some(LogLevel::Trace),
+            1 => Some(LogLevel::Debug),
+            2 => Some(LogLevel::Info),
+            3 => Some(LogLevel::Warn),
+            4 => Some(LogLevel::Error),
+            5 => Some(LogLevel::Critical),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_raw(self) -> u32 {
+        self as u32
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `proxy_metric_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {

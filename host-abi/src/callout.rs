@@ -1,5 +1,5 @@
 //! HTTP callouts (`proxy_http_call`): the host hands the request to the embedder's
-//! [`Services`] (the proxy sends it through its own clusters), and when the answer comes back
+//! [`crate::Services`] (the proxy sends it through its own clusters), and when the answer comes back
 //! runs `proxy_on_http_call_response` on the replica that asked, with the response readable
 //! through `HTTP_CALL_RESPONSE_HEADERS`/`_BODY`/`_TRAILERS` during that callback.
 
@@ -38,13 +38,6 @@ pub enum CalloutError {
     MissingPseudoHeaders,
 }
 
-/// What the embedder provides to filters beyond a single stream.
-pub trait Services: Send + Sync {
-    /// Starts a callout; `done` must be called exactly once, with `None` if it failed or
-    /// timed out (the filter then sees zero headers, as in Envoy).
-    fn http_call(&self, request: CalloutRequest, done: CalloutDone) -> Result<(), CalloutError>;
-}
-
 /// Completes one callout.
 pub struct CalloutDone {
     pub(crate) plugin: Weak<Plugin>,
@@ -54,11 +47,31 @@ pub struct CalloutDone {
 }
 
 impl CalloutDone {
+    /// Delivers the answer (`None`: failed or timed out) as a task on the current tokio runtime,
+    /// or on this thread when there is none.
     pub fn complete(self, response: Option<CalloutResponse>) {
         if let Some(plugin) = self.plugin.upgrade() {
-            plugin.http_call_response(self.replica, self.generation, self.token, response);
+            plugin.http_call_response(self.replica, self.generation, self.token, response, false);
+        }
+    }
+
+    /// Delivers the answer on this thread, now, whether or not a runtime is present: for an
+    /// embedder that drives the host itself (the SDK's test harness). Must not be called from
+    /// inside a callback of the same plugin (that callback holds the replica).
+    pub fn complete_now(self, response: Option<CalloutResponse>) {
+        if let Some(plugin) = self.plugin.upgrade() {
+            plugin.http_call_response(self.replica, self.generation, self.token, response, true);
         }
     }
 }
 
-pub(crate) type SharedServices = Arc<dyn Services>;
+impl std::fmt::Debug for CalloutDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalloutDone")
+            .field("replica", &self.replica)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) type SharedServices = Arc<dyn crate::services::Services>;

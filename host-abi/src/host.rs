@@ -27,6 +27,17 @@ pub struct HostConfig {
     pub max_instances: Option<u32>,
 }
 
+/// Why an embedder's access to shared data or a shared queue failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    #[error("shared data: the CAS does not match the current value's")]
+    CasMismatch,
+    #[error("no shared queue \"{name}\" registered in vm_id \"{vm_id}\"")]
+    NoSuchQueue { vm_id: String, name: String },
+    #[error("shared queue \"{name}\" in vm_id \"{vm_id}\" is full")]
+    QueueFull { vm_id: String, name: String },
+}
+
 pub struct Host {
     engine: Engine,
     linker: Linker<HostState>,
@@ -93,13 +104,84 @@ impl Host {
         }))
     }
 
-    /// Installs what filters may call out to (HTTP callouts through the proxy's clusters).
-    pub fn set_services(&self, services: std::sync::Arc<dyn crate::callout::Services>) {
+    /// Installs the embedder's [`crate::Services`]: HTTP callouts (through the proxy's
+    /// clusters), and optionally logging, clocks, ticks and deferred work. Install them before
+    /// loading plugins: a replica reads `automatic_ticks` when it is built.
+    pub fn set_services(&self, services: std::sync::Arc<dyn crate::services::Services>) {
         *self
             .shared
             .services
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(services);
+    }
+
+    /// A shared-data value of `vm_id` and its CAS, as filters of that `vm_id` see it.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.data.get(vm_id, key)
+    }
+
+    /// Sets a shared-data value of `vm_id`, as `proxy_set_shared_data` does: a non-zero `cas`
+    /// must match the current one.
+    pub fn set_shared_data(
+        &self,
+        vm_id: &str,
+        key: &str,
+        value: Vec<u8>,
+        cas: u32,
+    ) -> Result<(), SharedError> {
+        match self.shared.data.set(vm_id, key, value, cas) {
+            crate::abi::status::OK => Ok(()),
+            _ => Err(SharedError::CasMismatch),
+        }
+    }
+
+    /// Puts `value` on the shared queue `name` of `vm_id` (registered by a filter), and tells
+    /// the root context that registered it (`proxy_on_queue_ready`, through
+    /// [`crate::Services::spawn`]).
+    pub fn enqueue_shared_queue(
+        &self,
+        vm_id: &str,
+        name: &str,
+        value: Vec<u8>,
+    ) -> Result<(), SharedError> {
+        let id = self.queue_id(vm_id, name)?;
+        self.shared.enqueue(id, value).map_err(|st| match st {
+            crate::abi::status::NOT_FOUND => SharedError::NoSuchQueue {
+                vm_id: vm_id.to_string(),
+                name: name.to_string(),
+            },
+            _ => SharedError::QueueFull {
+                vm_id: vm_id.to_string(),
+                name: name.to_string(),
+            },
+        })
+    }
+
+    /// Takes the oldest item off the shared queue `name` of `vm_id`; `None` when it is empty.
+    pub fn dequeue_shared_queue(
+        &self,
+        vm_id: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, SharedError> {
+        let id = self.queue_id(vm_id, name)?;
+        match self.shared.data.dequeue(id) {
+            Ok(value) => Ok(Some(value)),
+            Err(crate::abi::status::EMPTY) => Ok(None),
+            Err(_) => Err(SharedError::NoSuchQueue {
+                vm_id: vm_id.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    fn queue_id(&self, vm_id: &str, name: &str) -> Result<u32, SharedError> {
+        self.shared
+            .data
+            .resolve_queue(vm_id, name)
+            .ok_or_else(|| SharedError::NoSuchQueue {
+                vm_id: vm_id.to_string(),
+                name: name.to_string(),
+            })
     }
 
     /// Compiles a module, or loads its precompiled form from the cache. The cache key covers

@@ -7,12 +7,12 @@
 //! `INTERNAL_FAILURE`, which every SDK handles as a failed dispatch.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{IntoFunc, Linker};
 
-use crate::abi::{MetricType, buffer, map, status};
+use crate::abi::{LogLevel, MetricType, buffer, map, status};
 use crate::headers::{self, HeaderMap};
 use crate::shared::QueueOwner;
 use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
@@ -163,17 +163,16 @@ pub(crate) fn link(
         provided,
         "proxy_log",
         |mut c: Ctx<'_>, level: i32, ptr: i32, len: i32| -> R {
+            let Some(level) = LogLevel::from_raw(level) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
             let message = tri!(read(&mut c, ptr, len));
             let message = String::from_utf8_lossy(&message);
-            let plugin = c.data().plugin.name.as_str();
-            match level {
-                0 => tracing::trace!(target: "wasm", plugin, "{message}"),
-                1 => tracing::debug!(target: "wasm", plugin, "{message}"),
-                2 => tracing::info!(target: "wasm", plugin, "{message}"),
-                3 => tracing::warn!(target: "wasm", plugin, "{message}"),
-                4 | 5 => tracing::error!(target: "wasm", plugin, "{message}"),
-                _ => return Ok(status::BAD_ARGUMENT),
-            }
+            let state = c.data();
+            state
+                .shared
+                .services()
+                .log(&state.plugin.name, level, &message);
             Ok(status::OK)
         },
     )?;
@@ -182,16 +181,8 @@ pub(crate) fn link(
         provided,
         "proxy_get_log_level",
         |mut c: Ctx<'_>, out: i32| -> R {
-            use tracing::level_filters::LevelFilter;
-            let level = match LevelFilter::current() {
-                LevelFilter::TRACE => 0,
-                LevelFilter::DEBUG => 1,
-                LevelFilter::INFO => 2,
-                LevelFilter::WARN => 3,
-                LevelFilter::ERROR => 4,
-                _ => 5,
-            };
-            tri!(write_u32(&mut c, out, level));
+            let level = c.data().shared.services().log_level();
+            tri!(write_u32(&mut c, out, level.as_raw()));
             Ok(status::OK)
         },
     )?;
@@ -200,7 +191,11 @@ pub(crate) fn link(
         provided,
         "proxy_get_current_time_nanoseconds",
         |mut c: Ctx<'_>, out: i32| -> R {
-            let now = SystemTime::now()
+            let now = c
+                .data()
+                .shared
+                .services()
+                .now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
@@ -376,6 +371,9 @@ pub(crate) fn link(
     fn resume(c: &mut Ctx<'_>) -> i32 {
         let state = c.data();
         if let Some(signals) = state.signals.get(&state.effective) {
+            signals
+                .resumes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             signals.resume.notify_one();
         }
         status::OK
@@ -657,18 +655,7 @@ pub(crate) fn link(
         "proxy_enqueue_shared_queue",
         |mut c: Ctx<'_>, id: i32, vp: i32, vl: i32| -> R {
             let value = tri!(read(&mut c, vp, vl));
-            let owner = tri!(c.data().shared.data.enqueue(id as u32, value));
-            let plugin = c
-                .data()
-                .shared
-                .plugins
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&owner.plugin)
-                .and_then(std::sync::Weak::upgrade);
-            if let Some(plugin) = plugin {
-                plugin.notify_queue(owner.replica, id as u32);
-            }
+            tri!(c.data().shared.enqueue(id as u32, value));
             Ok(status::OK)
         },
     )?;

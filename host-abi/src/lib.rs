@@ -28,6 +28,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! What the host needs from its embedder beyond one stream — HTTP callouts, and optionally
+//! where log lines go, the clocks filters read, who fires ticks and runs deferred work — is the
+//! [`Services`] trait, installed with [`Host::set_services`]. The proxy implements callouts;
+//! the SDK's test harness (`wasmesh-sdk-test`) implements all of it to drive a filter
+//! deterministically, with [`Plugin::tick`], [`CalloutDone::complete_now`],
+//! [`HttpStream::resume_count`], [`HttpStream::peek`] and the host's shared data and queues
+//! ([`Host::shared_data`], [`Host::enqueue_shared_queue`], …).
+//!
 //! Failures inside a filter (traps, deadline overruns, exhausted memory) come back as
 //! [`FilterFailure`]; the proxy applies the plugin's [`FailurePolicy`], and the failed replica
 //! is rebuilt on its next use. The host never panics on guest input.
@@ -39,16 +47,18 @@ mod host;
 mod hostcalls;
 mod metrics;
 mod plugin;
+mod services;
 mod shared;
 mod state;
 mod stream;
 mod wasi;
 
-pub use abi::{AbiVersion, Action};
-pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse, Services};
+pub use abi::{AbiVersion, Action, LogLevel, MetricType};
+pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse};
 pub use headers::HeaderMap;
-pub use host::{Host, HostConfig};
+pub use host::{Host, HostConfig, SharedError};
 pub use metrics::PluginMetrics;
 pub use plugin::{FailureKind, FailurePolicy, FilterFailure, LoadError, Plugin, PluginConfig};
+pub use services::{Deferred, Services, log_to_tracing};
 pub use state::StreamData;
 pub use stream::{HttpStream, LocalResponse, ResumeWaiter, StreamEnv};

@@ -1,6 +1,11 @@
 //! Metrics a filter defines (`proxy_define_metric` and friends). Values are kept per plugin,
 //! shared by its replicas, and mirrored into the process's `metrics` recorder as
 //! `wasmesh_filter_<name>{plugin="…"}` so they appear on the proxy's `/stats`.
+//!
+//! Tags flattened into a name the way Istio's stats filter does for Envoy's tag extraction —
+//! `key=.=value;.;` segments before the name, e.g. `route=.=users;.;requests_total` — become
+//! Prometheus labels: `wasmesh_filter_requests_total{plugin="…",route="users"}`. (The SDK's
+//! metric helpers build names this way.)
 
 use std::sync::Mutex;
 
@@ -10,6 +15,8 @@ use crate::abi::{MetricType, status};
 struct Metric {
     name: String,
     prom_name: String,
+    /// `plugin` and any tags flattened into the name.
+    labels: Vec<metrics::Label>,
     kind: MetricType,
     value: i64,
 }
@@ -36,6 +43,30 @@ fn prometheus_name(name: &str) -> String {
     format!("wasmesh_filter_{cleaned}")
 }
 
+/// Splits leading `key=.=value;.;` tags off a metric name. A name without them, or whose
+/// tags leave no name or use a key that is not a Prometheus label name, is taken whole.
+fn split_tags(name: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut rest = name;
+    let mut tags = Vec::new();
+    while let Some(end) = rest.find(";.;") {
+        let Some((key, value)) = rest[..end].split_once("=.=") else {
+            return (name, Vec::new());
+        };
+        let valid_key = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && key != "plugin";
+        if !valid_key {
+            return (name, Vec::new());
+        }
+        tags.push((key, value));
+        rest = &rest[end + 3..];
+    }
+    if rest.is_empty() {
+        return (name, Vec::new());
+    }
+    (rest, tags)
+}
+
 impl PluginMetrics {
     pub fn new(plugin: &str) -> PluginMetrics {
         PluginMetrics {
@@ -52,9 +83,16 @@ impl PluginMetrics {
         {
             return i as u32 + 1;
         }
+        let (base, tags) = split_tags(name);
+        let mut labels = vec![metrics::Label::new("plugin", self.plugin.clone())];
+        labels.extend(
+            tags.into_iter()
+                .map(|(k, v)| metrics::Label::new(k.to_string(), v.to_string())),
+        );
         metrics.push(Metric {
             name: name.to_string(),
-            prom_name: prometheus_name(name),
+            prom_name: prometheus_name(base),
+            labels,
             kind,
             value: 0,
         });
@@ -69,11 +107,10 @@ impl PluginMetrics {
         match m.kind {
             MetricType::Counter if delta < 0 => return status::BAD_ARGUMENT,
             MetricType::Counter => {
-                metrics::counter!(m.prom_name.clone(), "plugin" => self.plugin.clone())
-                    .increment(delta as u64);
+                metrics::counter!(m.prom_name.clone(), m.labels.clone()).increment(delta as u64);
             }
             MetricType::Gauge => {
-                metrics::gauge!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                metrics::gauge!(m.prom_name.clone(), m.labels.clone())
                     .set((m.value.saturating_add(delta)) as f64);
             }
             MetricType::Histogram => return status::BAD_ARGUMENT,
@@ -92,16 +129,14 @@ impl PluginMetrics {
                 if value < m.value {
                     return status::BAD_ARGUMENT;
                 }
-                metrics::counter!(m.prom_name.clone(), "plugin" => self.plugin.clone())
+                metrics::counter!(m.prom_name.clone(), m.labels.clone())
                     .increment((value - m.value) as u64);
             }
             MetricType::Gauge => {
-                metrics::gauge!(m.prom_name.clone(), "plugin" => self.plugin.clone())
-                    .set(value as f64);
+                metrics::gauge!(m.prom_name.clone(), m.labels.clone()).set(value as f64);
             }
             MetricType::Histogram => {
-                metrics::histogram!(m.prom_name.clone(), "plugin" => self.plugin.clone())
-                    .record(value as f64);
+                metrics::histogram!(m.prom_name.clone(), m.labels.clone()).record(value as f64);
             }
         }
         m.value = value;
@@ -139,5 +174,18 @@ mod tests {
         assert_eq!(m.get(id), Some(2));
         assert_eq!(m.increment(99, 1), status::NOT_FOUND);
         assert_eq!(prometheus_name("a.b-c"), "wasmesh_filter_a_b_c");
+    }
+
+    #[test]
+    fn flattened_tags_become_labels() {
+        assert_eq!(
+            split_tags("route=.=users;.;code=.=200;.;requests_total"),
+            ("requests_total", vec![("route", "users"), ("code", "200")])
+        );
+        assert_eq!(split_tags("plain"), ("plain", vec![]));
+        // Malformed or empty: the whole name stays the name.
+        for odd in ["a;.;b", "route=.=x;.;", "bad key=.=x;.;n", "plugin=.=x;.;n"] {
+            assert_eq!(split_tags(odd), (odd, vec![]), "{odd}");
+        }
     }
 }

@@ -315,6 +315,15 @@ impl Plugin {
         &self.info.name
     }
 
+    /// The `vm_id` whose shared data and queues the plugin uses.
+    pub fn vm_id(&self) -> &str {
+        &self.info.vm_id
+    }
+
+    pub fn root_id(&self) -> &str {
+        &self.info.root_id
+    }
+
     /// The ABI version the module declared.
     pub fn abi_version(&self) -> crate::abi::AbiVersion {
         self.info.abi
@@ -605,8 +614,19 @@ impl Plugin {
         if slot.generation != generation {
             return false;
         }
+        self.root_callback_in(&mut slot, name, arg)
+            .is_ok_and(|ran| ran)
+    }
+
+    /// Runs a root-context callback on a locked slot: `Ok(false)` if it has no replica.
+    fn root_callback_in(
+        &self,
+        slot: &mut Slot,
+        name: &'static str,
+        arg: Option<i32>,
+    ) -> Result<bool, FilterFailure> {
         let Some(replica) = slot.replica.as_mut() else {
-            return false;
+            return Ok(false);
         };
         let root = replica.store.data().root_context_id as i32;
         let result = match arg {
@@ -615,10 +635,61 @@ impl Plugin {
         };
         repark(replica.store.data_mut());
         if let Err(f) = result {
-            self.fail_replica(&mut slot, &f);
-            return false;
+            self.fail_replica(slot, &f);
+            return Err(f);
         }
-        true
+        Ok(true)
+    }
+
+    /// Runs `proxy_on_tick` now, on every replica whose root context set a tick period, and
+    /// says on how many it ran. For embedders that fire ticks themselves (see
+    /// [`crate::Services::automatic_ticks`]); a failing tick fails its replica, as a timer's
+    /// would, and is returned.
+    pub fn tick(&self) -> Result<usize, FilterFailure> {
+        let mut ticked = 0;
+        for index in 0..self.slots.len() {
+            let mut slot = self.lock(index);
+            let asked = slot
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.store.data().tick_period.is_some());
+            if asked && self.root_callback_in(&mut slot, "proxy_on_tick", None)? {
+                ticked += 1;
+            }
+        }
+        Ok(ticked)
+    }
+
+    /// The tick period the filter's root context set (`proxy_set_tick_period_milliseconds`),
+    /// as its first live replica has it.
+    pub fn tick_period(&self) -> Option<Duration> {
+        (0..self.slots.len()).find_map(|index| {
+            self.lock(index)
+                .replica
+                .as_ref()
+                .and_then(|r| r.store.data().tick_period)
+        })
+    }
+
+    /// Lets `f` read a paused stream's data where the replica keeps it; gives `f` back if the
+    /// data is not there (the replica failed or the stream was resumed and unparked).
+    pub(crate) fn peek_parked<R, F: FnOnce(&StreamData) -> R>(
+        &self,
+        stream: &HttpStream,
+        f: F,
+    ) -> Result<R, F> {
+        let slot = self.lock(stream.replica);
+        if slot.generation != stream.generation {
+            return Err(f);
+        }
+        match slot
+            .replica
+            .as_ref()
+            .and_then(|r| r.store.data().parked.get(&stream.context_id))
+        {
+            Some(data) => Ok(f(data)),
+            None => Err(f),
+        }
     }
 
     pub(crate) fn generation(&self, index: usize) -> u64 {
@@ -635,6 +706,9 @@ impl Plugin {
                 .and_then(|r| r.store.data().tick_period)
         };
         let Some(period) = period else { return };
+        if !self.shared.services().automatic_ticks() {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -658,13 +732,15 @@ impl Plugin {
     }
 
     /// Delivers a callout's answer: `proxy_on_http_call_response` on the replica that asked,
-    /// run on the runtime (never inline, the caller may hold that replica).
+    /// run on the runtime if there is one (the caller may hold that replica), else — or when
+    /// `now` — on this thread.
     pub(crate) fn http_call_response(
         self: &Arc<Self>,
         replica: usize,
         generation: u64,
         token: u32,
         response: Option<crate::callout::CalloutResponse>,
+        now: bool,
     ) {
         let plugin = self.clone();
         let deliver = move || {
@@ -700,10 +776,10 @@ impl Plugin {
             }
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
+            Ok(runtime) if !now => {
                 runtime.spawn(async move { deliver() });
             }
-            Err(_) => deliver(),
+            _ => deliver(),
         }
     }
 
@@ -722,14 +798,12 @@ impl Plugin {
         stream.parked = false;
     }
 
-    /// Tells the registering root context that its queue has items.
+    /// Tells the registering root context that its queue has items, through the embedder's
+    /// [`crate::Services::spawn`]: never inline, the enqueueing callback may hold this very
+    /// replica.
     pub(crate) fn notify_queue(self: &Arc<Self>, replica: usize, queue_id: u32) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let plugin = self.clone();
-        // Never inline: the enqueueing callback may hold this very replica.
-        runtime.spawn(async move {
+        self.shared.services().spawn(Box::new(move || {
             let generation = plugin.generation(replica);
             plugin.root_callback(
                 replica,
@@ -737,6 +811,6 @@ impl Plugin {
                 "proxy_on_queue_ready",
                 Some(queue_id as i32),
             );
-        });
+        }));
     }
 }

@@ -71,6 +71,34 @@ pub struct HostShared {
     pub services: std::sync::RwLock<Option<crate::callout::SharedServices>>,
 }
 
+impl HostShared {
+    /// The embedder's services (or the defaults) for one host call.
+    pub(crate) fn services(&self) -> crate::services::Installed {
+        crate::services::Installed(
+            self.services
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    /// Appends to a shared queue and tells the root context that registered it (never inline:
+    /// the caller may be a callback holding that very replica).
+    pub(crate) fn enqueue(&self, queue_id: u32, value: Vec<u8>) -> Result<(), i32> {
+        let owner = self.data.enqueue(queue_id, value)?;
+        let plugin = self
+            .plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&owner.plugin)
+            .and_then(Weak::upgrade);
+        if let Some(plugin) = plugin {
+            plugin.notify_queue(owner.replica, queue_id);
+        }
+        Ok(())
+    }
+}
+
 pub struct HostState {
     pub plugin: Arc<PluginInfo>,
     pub shared: Arc<HostShared>,

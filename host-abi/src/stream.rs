@@ -3,6 +3,7 @@
 //! filter's edits, local responses and pause/resume decisions come back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -32,6 +33,8 @@ pub struct LocalResponse {
 #[derive(Debug, Default)]
 pub struct StreamSignals {
     pub(crate) resume: Notify,
+    /// How many times the filter resumed the stream, for embedders that check rather than wait.
+    pub(crate) resumes: AtomicU64,
 }
 
 /// See [`HttpStream::resume_waiter`].
@@ -112,6 +115,27 @@ impl HttpStream {
     /// Waits until the filter resumes a paused stream.
     pub async fn resumed(&self) {
         self.signals.resume.notified().await;
+    }
+
+    /// How many times the filter has resumed this stream (`proxy_continue_stream`, or the
+    /// 0.1.0 `proxy_continue_request`/`_response`) so far: a synchronous check for embedders
+    /// that drive the host themselves, where [`HttpStream::resumed`] would need a runtime.
+    pub fn resume_count(&self) -> u64 {
+        self.signals.resumes.load(Ordering::Relaxed)
+    }
+
+    /// Reads the stream's data where it is: in [`HttpStream::data`], or — while the stream is
+    /// paused — with the VM, without taking it back (a later callout answer or tick can still
+    /// switch to the stream and edit it, which [`HttpStream::unpark`] would prevent).
+    pub fn peek<R>(&self, f: impl FnOnce(&StreamData) -> R) -> R {
+        if self.parked {
+            match self.plugin.peek_parked(self, f) {
+                Ok(result) => result,
+                Err(f) => f(&self.data),
+            }
+        } else {
+            f(&self.data)
+        }
     }
 
     /// A handle that waits for the resumption without borrowing the stream, so the stream can

@@ -7,11 +7,12 @@
 //! making answer `NOTSUP` (or `BADF` for file descriptors), as proxy-wasm-cpp-host does.
 
 use std::collections::HashSet;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rand::RngCore;
 use wasmtime::{IntoFunc, Linker};
 
+use crate::abi::LogLevel;
 use crate::state::{Ctx, HostState, read, write, write_u32, write_u64};
 
 const SUCCESS: i32 = 0;
@@ -36,11 +37,6 @@ fn def<Params, Results>(
         linker.func_wrap(module, name, f.clone())?;
     }
     Ok(())
-}
-
-fn process_start() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
 }
 
 pub(crate) fn link(
@@ -69,13 +65,17 @@ pub(crate) fn link(
             }
             let message = String::from_utf8_lossy(&text);
             let message = message.trim_end();
-            let plugin = c.data().plugin.name.as_str();
             if !message.is_empty() {
-                if fd == 1 {
-                    tracing::info!(target: "wasm", plugin, "{message}");
+                let level = if fd == 1 {
+                    LogLevel::Info
                 } else {
-                    tracing::error!(target: "wasm", plugin, "{message}");
-                }
+                    LogLevel::Error
+                };
+                let state = c.data();
+                state
+                    .shared
+                    .services()
+                    .log(&state.plugin.name, level, message);
             }
             if write_u32(&mut c, written_out, text.len() as u32).is_err() {
                 return Ok(FAULT);
@@ -89,11 +89,15 @@ pub(crate) fn link(
         "clock_time_get",
         |mut c: Ctx<'_>, id: i32, _precision: i64, out: i32| -> R {
             let nanos = match id {
-                0 => SystemTime::now()
+                0 => c
+                    .data()
+                    .shared
+                    .services()
+                    .now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0),
-                1 => process_start().elapsed().as_nanos() as u64,
+                1 => c.data().shared.services().monotonic().as_nanos() as u64,
                 _ => return Ok(NOTSUP),
             };
             Ok(if write_u64(&mut c, out, nanos).is_ok() {

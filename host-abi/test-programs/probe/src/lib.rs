@@ -16,24 +16,43 @@
 //! - `x-probe-callout: PATH`: pauses, calls cluster `backend` at PATH, and on a 200 resumes
 //!   with the answer's body in `x-callout-body`, otherwise answers 403 `denied`;
 //! - `x-probe-enqueue: MSG`: puts MSG on the `probe` shared queue; the root context, told by
-//!   `proxy_on_queue_ready`, dequeues it into shared data, echoed in `x-probe-last`.
+//!   `proxy_on_queue_ready`, dequeues it into shared data, echoed in `x-probe-last`;
+//!   `x-probe-publish: MSG` puts MSG on the `probe-out` queue, which the probe never reads;
+//! - `x-probe-callout-body: B`: the callout (above) carries body B;
+//! - `x-probe-time`: sets `x-time-proxy` (`proxy_get_current_time_nanoseconds`), `x-time-wasi`
+//!   (WASI's realtime clock) in nanoseconds since the epoch, and `x-elapsed-ms` (WASI's
+//!   monotonic clock, since `on_configure`);
+//! - `:path` `/grpc-local`: answers with gRPC status 7 (permission denied), message `denied`;
+//! - always: echoes a VM configuration in `x-probe-vm-config`, and adds trailer
+//!   `x-probe-trailer` to request (`request`) and response (`response`) trailers;
+//! - plugin config `reject`: logs why and fails `on_configure`; any config: prints
+//!   `probe configured` to stdout.
 
 use std::cell::Cell;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(ProbeRoot { config: String::new(), metric: Cell::new(None), queue: None })
+        Box::new(ProbeRoot {
+            config: String::new(),
+            vm_config: String::new(),
+            metric: Cell::new(None),
+            queue: None,
+            configured_at: None,
+        })
     });
 }}
 
 struct ProbeRoot {
     config: String,
+    vm_config: String,
     metric: Cell<Option<u32>>,
     queue: Option<u32>,
+    configured_at: Option<Instant>,
 }
 
 impl Context for ProbeRoot {}
@@ -56,18 +75,31 @@ fn bump(key: &str) {
 }
 
 impl RootContext for ProbeRoot {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        self.vm_config = self
+            .get_vm_configuration()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let config = self
             .get_plugin_configuration()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         if config == "reject" {
+            proxy_wasm::hostcalls::log(LogLevel::Warn, "probe: configuration \"reject\" refused")
+                .ok();
             return false;
         }
+        println!("probe configured");
         if config == "tick" {
             self.set_tick_period(std::time::Duration::from_millis(10));
         }
+        self.configured_at = Some(Instant::now());
         self.queue = proxy_wasm::hostcalls::register_shared_queue("probe").ok();
+        let _ = proxy_wasm::hostcalls::register_shared_queue("probe-out");
         self.config = config;
         if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, "probe_requests")
         {
@@ -81,6 +113,9 @@ impl RootContext for ProbeRoot {
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
+        if Some(queue_id) != self.queue {
+            return;
+        }
         while let Ok(Some(message)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {
             let _ = proxy_wasm::hostcalls::set_shared_data("probe_last", Some(&message), None);
         }
@@ -89,8 +124,10 @@ impl RootContext for ProbeRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
             config: self.config.clone(),
+            vm_config: self.vm_config.clone(),
             metric: self.metric.get(),
             body: false,
+            configured_at: self.configured_at,
         }))
     }
 
@@ -101,8 +138,16 @@ impl RootContext for ProbeRoot {
 
 struct Probe {
     config: String,
+    vm_config: String,
     metric: Option<u32>,
     body: bool,
+    configured_at: Option<Instant>,
+}
+
+fn nanos(t: SystemTime) -> String {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
 }
 
 impl Context for Probe {
@@ -175,11 +220,20 @@ impl HttpContext for Probe {
             self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
             return Action::Pause;
         }
+        if self.get_http_request_header(":path").as_deref() == Some("/grpc-local") {
+            self.send_grpc_response(
+                GrpcStatusCode::PermissionDenied,
+                Some("denied"),
+                vec![("x-grpc-local", b"yes")],
+            );
+            return Action::Pause;
+        }
         if let Some(path) = self.get_http_request_header("x-probe-callout") {
+            let body = self.get_http_request_header("x-probe-callout-body");
             let dispatched = self.dispatch_http_call(
                 "backend",
                 vec![(":method", "GET"), (":path", &path), (":authority", "auth")],
-                None,
+                body.as_deref().map(str::as_bytes),
                 vec![],
                 std::time::Duration::from_secs(5),
             );
@@ -200,6 +254,26 @@ impl HttpContext for Probe {
                 proxy_wasm::hostcalls::resolve_shared_queue("probe-vm", "probe")
         {
             let _ = self.enqueue_shared_queue(queue, Some(message.as_bytes()));
+        }
+        if let Some(message) = self.get_http_request_header("x-probe-publish") {
+            let vm = self
+                .get_property(vec!["plugin_vm_id"])
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            if let Ok(Some(queue)) = proxy_wasm::hostcalls::resolve_shared_queue(&vm, "probe-out") {
+                let _ = self.enqueue_shared_queue(queue, Some(message.as_bytes()));
+            }
+        }
+        if self.get_http_request_header("x-probe-time").is_some() {
+            self.set_http_request_header("x-time-proxy", Some(&nanos(self.get_current_time())));
+            self.set_http_request_header("x-time-wasi", Some(&nanos(SystemTime::now())));
+            if let Some(at) = self.configured_at {
+                let elapsed = at.elapsed().as_millis().to_string();
+                self.set_http_request_header("x-elapsed-ms", Some(&elapsed));
+            }
+        }
+        if !self.vm_config.is_empty() {
+            self.set_http_request_header("x-probe-vm-config", Some(&self.vm_config));
         }
         for (key, header) in [
             ("probe_ticks", "x-probe-ticks"),
@@ -225,6 +299,16 @@ impl HttpContext for Probe {
         if let Some(body) = self.get_http_request_body(0, body_size) {
             self.set_http_request_body(0, body_size, &body.to_ascii_uppercase());
         }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.add_http_request_trailer("x-probe-trailer", "request");
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.add_http_response_trailer("x-probe-trailer", "response");
         Action::Continue
     }
 
