@@ -25,7 +25,7 @@ use crate::body::{self, ProxyBody};
 use crate::cluster::Cluster;
 use crate::cluster::breaker::Permit;
 use crate::cluster::connector::ConnectError;
-use crate::cluster::endpoint::InFlight;
+use crate::cluster::endpoint::{Endpoint, InFlight};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{PoolError, PooledBody};
 use crate::config::{RetryOn, RetryPolicy};
@@ -80,15 +80,17 @@ pub async fn handle(
     let start = Instant::now();
     // A request keeps the snapshot it started with, whatever reloads happen meanwhile.
     let snapshot = listener.snapshot.load_full();
-    let (route_name, response) = match listener.requests.clone().try_acquire_owned() {
+    let (route_name, response, permit) = match listener.requests.clone().try_acquire_owned() {
         Ok(permit) => {
-            let (route, mut response) = route_and_forward(&listener, &snapshot, &conn, req).await;
-            // The listener's in-flight slot is held until the response body is done.
-            response = hold_until_done(response, Box::new(permit));
-            (route, response)
+            let (route, response) = route_and_forward(&listener, &snapshot, &conn, req).await;
+            (route, response, Some(permit))
         }
-        Err(_) => (Arc::from("-"), overloaded("listener_max_requests")),
+        Err(_) => (Arc::from("-"), overloaded("listener_max_requests"), None),
     };
+    // The listener's in-flight slot, and the snapshot, are held until the response body is
+    // done: the snapshot's last user is then the control plane's reaper, never a request, so
+    // retiring its filters never stalls a worker.
+    let response = hold_until_done(response, Box::new((permit, snapshot)));
     listener
         .metrics
         .record(&route_name, response.status().as_u16(), start.elapsed());
@@ -133,28 +135,23 @@ async fn route_and_forward(
         }
     };
     let mut streams = Vec::new();
+    let mut attributes: Option<Arc<RequestAttributes>> = None;
     if !chain.is_empty() {
-        let env = Arc::new(RequestAttributes {
-            method: parts.method.to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            host: authority.clone(),
-            scheme: if conn.tls.is_some() { "https" } else { "http" },
-            id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            source: conn.peer,
-            destination: conn.local,
-            tls: conn.tls.clone(),
-            route_name: route.name.to_string(),
-            cluster_name: route.action.pick_cluster().to_string(),
-            listener_name: listener.name.to_string(),
-        });
+        let env = Arc::new(RequestAttributes::new(
+            filter::attributes::Request {
+                method: &parts.method,
+                uri: &parts.uri,
+                version: parts.version,
+                headers: &parts.headers,
+                host: &authority,
+                scheme: if conn.tls.is_some() { "https" } else { "http" },
+            },
+            conn,
+            &route.name,
+            route.action.pick_cluster(),
+            &listener.name,
+        ));
+        attributes = Some(env.clone());
         let mut pairs = filter::request_pairs(
             &parts.method,
             &parts.uri,
@@ -239,6 +236,7 @@ async fn route_and_forward(
             body::incoming(incoming),
             streams.clone(),
             filter::Direction::Request,
+            attributes.clone(),
         )
     };
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
@@ -256,17 +254,18 @@ async fn route_and_forward(
         path,
         headers: parts.headers,
     };
-    let (mut response, upstream_upgrade) = tokio::time::timeout(
+    let sent = tokio::time::timeout(
         route.timeout,
         send_with_retries(cluster, &request, body, policy, route.timeout),
     )
     .await
-    .unwrap_or_else(|_| {
-        (
-            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-            None,
-        )
+    .unwrap_or_else(|_| Sent {
+        response: local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        upgrade: None,
+        upstream: None,
+        flags: response_flags::UPSTREAM_REQUEST_TIMEOUT,
     });
+    let (mut response, upstream_upgrade) = (sent.response, sent.upgrade);
     if !streams.is_empty() {
         let mut pairs = filter::response_pairs(response.status(), response.headers());
         let end_of_stream = response.body().is_end_stream();
@@ -283,9 +282,10 @@ async fn route_and_forward(
                 if !end_of_stream {
                     // Filters may change the body's length, so it goes out chunked.
                     response.headers_mut().remove(header::CONTENT_LENGTH);
-                    let streams = streams.clone();
-                    response = response
-                        .map(|b| filter::filter_body(b, streams, filter::Direction::Response));
+                    let (streams, attributes) = (streams.clone(), attributes.clone());
+                    response = response.map(|b| {
+                        filter::filter_body(b, streams, filter::Direction::Response, attributes)
+                    });
                 }
             }
             Phase::Respond(local) => response = local_response(local),
@@ -293,6 +293,13 @@ async fn route_and_forward(
                 tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
                 response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
             }
+        }
+        if let Some(attributes) = &attributes {
+            let upstream = sent
+                .upstream
+                .as_ref()
+                .map(|e| Arc::from(e.address.as_str()));
+            attributes.record_response(response.status().as_u16(), sent.flags, upstream);
         }
         // The filters' contexts end when the response body does (on_done, on_log, on_delete).
         response = hold_until_done(response, Box::new(streams));
@@ -364,16 +371,51 @@ impl RequestBody {
     }
 }
 
+/// What came back from a cluster: the response, the upgrade to splice if it is a 101, the
+/// endpoint that answered (if one did) and Envoy's response flags (if the proxy answered).
+struct Sent {
+    response: Response<ProxyBody>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstream: Option<Arc<Endpoint>>,
+    flags: u64,
+}
+
+impl Sent {
+    fn local(response: Response<ProxyBody>, flags: u64) -> Sent {
+        Sent {
+            response,
+            upgrade: None,
+            upstream: None,
+            flags,
+        }
+    }
+}
+
+/// Envoy's response flags (`response.flags`, `%RESPONSE_FLAGS%`) for answers the proxy made
+/// itself; the bit values are Envoy's `StreamInfo::ResponseFlag`.
+pub mod response_flags {
+    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    pub const UPSTREAM_REMOTE_RESET: u64 = 0x10;
+    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+    pub const UPSTREAM_OVERFLOW: u64 = 0x80;
+}
+
 async fn send_with_retries(
     cluster: &Arc<Cluster>,
     request: &Outgoing,
     mut body: RequestBody,
     policy: Option<&RetryPolicy>,
     route_timeout: Duration,
-) -> (Response<ProxyBody>, Option<hyper::upgrade::OnUpgrade>) {
+) -> Sent {
     let request_permit = match cluster.breaker.try_request() {
         Ok(permit) => permit,
-        Err(overflow) => return (overloaded(overflow.as_str()), None),
+        Err(overflow) => {
+            return Sent::local(
+                overloaded(overflow.as_str()),
+                response_flags::UPSTREAM_OVERFLOW,
+            );
+        }
     };
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let per_try = policy
@@ -385,7 +427,12 @@ async fn send_with_retries(
         let _retry_permit = if attempt > 1 {
             match cluster.breaker.try_retry(cluster.breaker.requests()) {
                 Ok(permit) => Some(permit),
-                Err(_) => return (overloaded("max_retries"), None),
+                Err(_) => {
+                    return Sent::local(
+                        overloaded("max_retries"),
+                        response_flags::UPSTREAM_OVERFLOW,
+                    );
+                }
             }
         } else {
             None
@@ -396,13 +443,13 @@ async fn send_with_retries(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream failed; body not replayable",
             );
-            return (reply, None);
+            return Sent::local(reply, response_flags::UPSTREAM_REMOTE_RESET);
         };
         let result = try_once(cluster, request, attempt_body, per_try).await;
         // A streamed body went out with this attempt; whatever came back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
         match result {
-            Attempt::Response(mut response, guards) => {
+            Attempt::Response(mut response, guards, endpoint) => {
                 let status = response.status();
                 if !last && policy.is_some_and(|p| retriable_status(p, status)) {
                     cluster.counters.retries.increment(1);
@@ -415,7 +462,12 @@ async fn send_with_retries(
                     .then(|| hyper::upgrade::on(&mut response));
                 let response = strip_response_hop_by_hop(response);
                 let response = hold_until_done(response, Box::new((guards, request_permit)));
-                return (response, upgrade);
+                return Sent {
+                    response,
+                    upgrade,
+                    upstream: Some(endpoint),
+                    flags: 0,
+                };
             }
             Attempt::Failed(failure) => {
                 if !last && policy.is_some_and(|p| retriable_failure(p, &failure)) {
@@ -423,7 +475,8 @@ async fn send_with_retries(
                     back_off(policy, attempt).await;
                     continue;
                 }
-                return (failure.into_response(), None);
+                let flags = failure.flags();
+                return Sent::local(failure.into_response(), flags);
             }
         }
     }
@@ -445,7 +498,7 @@ impl Drop for AttemptGuards {
 }
 
 enum Attempt {
-    Response(Response<PooledBody>, AttemptGuards),
+    Response(Response<PooledBody>, AttemptGuards, Arc<Endpoint>),
     Failed(Failure),
 }
 
@@ -458,6 +511,16 @@ enum Failure {
 }
 
 impl Failure {
+    fn flags(&self) -> u64 {
+        match self {
+            Failure::NoEndpoint => response_flags::NO_HEALTHY_UPSTREAM,
+            Failure::Overflow(_) => response_flags::UPSTREAM_OVERFLOW,
+            Failure::Connect(_) => response_flags::UPSTREAM_CONNECTION_FAILURE,
+            Failure::Reset(_) => response_flags::UPSTREAM_REMOTE_RESET,
+            Failure::Timeout => response_flags::UPSTREAM_REQUEST_TIMEOUT,
+        }
+    }
+
     fn into_response(self) -> Response<ProxyBody> {
         match self {
             Failure::NoEndpoint => {
@@ -520,6 +583,7 @@ async fn try_once(
                     in_flight: Some(in_flight),
                     rtt,
                 },
+                upstream.endpoint.clone(),
             )
         }
         Ok(Err(err)) => {

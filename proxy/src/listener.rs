@@ -153,6 +153,11 @@ async fn serve_connection(
                     .and_then(|certs| certs.first())
                     .and_then(PeerIdentity::from_leaf),
                 alpn: alpn.clone(),
+                version: session.protocol_version().map(|v| match v {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                    _ => "unknown",
+                }),
             };
             let info = ConnectionInfo::new(peer, local, Some(Arc::new(tls)));
             serve_http(stream, info, alpn.as_deref(), running, watcher).await

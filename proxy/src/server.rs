@@ -104,6 +104,9 @@ pub struct Control {
     status: tokio::sync::Mutex<ReloadStatus>,
     graceful: Mutex<Option<GracefulShutdown>>,
     workers: Arc<Workers>,
+    /// Snapshots replaced but perhaps still used by requests in flight, with when they were
+    /// replaced; freed by [`Control::reap`] on the control plane once unused.
+    retired: Mutex<Vec<(Arc<Snapshot>, std::time::Instant)>>,
     /// Earlier definitions of each chain, newest last (`None`: the chain did not exist), for
     /// `POST /chains/{name}/rollback`.
     history: Mutex<HashMap<String, Vec<Option<FilterChain>>>>,
@@ -343,7 +346,8 @@ impl Control {
         if record_history {
             self.record_history(&previous.config, &config);
         }
-        self.snapshot.store(Arc::new(snapshot));
+        let old = self.snapshot.swap(Arc::new(snapshot));
+        self.retire(old);
 
         let wanted: HashMap<&str, &config::Listener> = config
             .listeners
@@ -365,6 +369,40 @@ impl Control {
             listeners.insert(slot.config.name.clone(), slot);
         }
         Ok(generation)
+    }
+
+    fn retire(&self, snapshot: Arc<Snapshot>) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((snapshot, std::time::Instant::now()));
+    }
+
+    /// Frees retired snapshots no request uses any more, off the async threads: dropping one
+    /// ends its unshared plugins (`proxy_on_done`, `proxy_on_delete`, stores torn down) and
+    /// closes its unshared clusters' pools. One still in use past `drain_timeout` is reported.
+    async fn reap(&self) {
+        let drain_timeout = self.snapshot.load().config.drain_timeout;
+        let unused: Vec<Arc<Snapshot>> = {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            let (unused, busy): (Vec<_>, Vec<_>) = retired
+                .drain(..)
+                .partition(|(snapshot, _)| Arc::strong_count(snapshot) == 1);
+            for (snapshot, since) in &busy {
+                if since.elapsed() > drain_timeout {
+                    tracing::warn!(
+                        generation = snapshot.generation,
+                        in_flight = Arc::strong_count(snapshot) - 1,
+                        "a replaced configuration still has requests in flight after drain_timeout"
+                    );
+                }
+            }
+            *retired = busy;
+            unused.into_iter().map(|(snapshot, _)| snapshot).collect()
+        };
+        if !unused.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(unused)).await;
+        }
     }
 
     /// Remembers the definition of every chain the new configuration changes.
@@ -470,6 +508,7 @@ impl Server {
             }),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
             workers,
+            retired: Mutex::new(Vec::new()),
             history: Mutex::new(HashMap::new()),
         });
         control.ensure_wasm_host(&config)?;
@@ -482,7 +521,10 @@ impl Server {
                 .insert(slot.config.name.clone(), slot);
         }
         let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(crate::follow::run(Arc::downgrade(&control)))];
+        let mut tasks = vec![
+            tokio::spawn(crate::follow::run(Arc::downgrade(&control))),
+            tokio::spawn(reaper(Arc::downgrade(&control))),
+        ];
         let admin = match &config.admin {
             Some(a) => {
                 let address = parse_addr("admin.address".into(), &a.address)?;
@@ -578,6 +620,19 @@ impl Server {
             task.abort();
         }
         self.control.workers.stop();
+    }
+}
+
+/// How often retired snapshots are looked at.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+async fn reaper(control: std::sync::Weak<Control>) {
+    loop {
+        tokio::time::sleep(REAP_EVERY).await;
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        control.reap().await;
     }
 }
 

@@ -258,3 +258,91 @@ async fn filter_calls_out_through_a_cluster_then_resumes_or_denies() {
     assert_eq!(seen.len(), 3, "a denied request never reaches the upstream");
     assert_eq!(seen[2].path, "/deny");
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `on_log` sees the whole exchange through Envoy's attributes, in Envoy's encodings: the
+/// final status, body sizes both ways, the protocol, the upstream that answered, how long it
+/// took, and no response flags for a normal answer.
+#[tokio::test]
+async fn on_log_sees_the_whole_exchange() {
+    let upstream = Upstream::with(|_| async { reply(StatusCode::CREATED, "up", "hello") }).await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    let addr = proxy.addr("main");
+    let properties = "response.code,response.size,request.size,request.protocol,\
+        upstream.address,response.flags,request.useragent,request.duration,request.time,\
+        connection.tls_version";
+    let mut first = request("POST", "/log", &[("x-probe-log-properties", properties)]);
+    *first.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"abcdef"));
+    first
+        .headers_mut()
+        .insert("user-agent", http::HeaderValue::from_static("probe-test"));
+    let got = send(addr, first, false).await;
+    assert_eq!(got.status, StatusCode::CREATED);
+    assert_eq!(got.text(), "hello");
+
+    // The first request's contexts end when its response body has gone out; ask until its
+    // on_log has run.
+    let mut logged = String::new();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), async || {
+            send(
+                addr,
+                request("GET", "/next", &[("x-probe-logged", "1")]),
+                false,
+            )
+            .await;
+            logged = upstream
+                .last_seen()
+                .headers
+                .get("x-probe-logged")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            !logged.is_empty()
+        })
+        .await,
+        "on_log never recorded the properties"
+    );
+    let field = |name: &str| {
+        logged
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing from {logged}"))
+            .to_string()
+    };
+    let int = |n: i64| hex(&n.to_le_bytes());
+    assert_eq!(field("response.code"), int(201));
+    assert_eq!(field("response.size"), int(5));
+    assert_eq!(field("request.size"), int(6));
+    assert_eq!(field("request.protocol"), hex(b"HTTP/1.1"));
+    assert_eq!(
+        field("upstream.address"),
+        hex(upstream.addr.to_string().as_bytes())
+    );
+    assert_eq!(field("response.flags"), int(0));
+    assert_eq!(field("request.useragent"), hex(b"probe-test"));
+    assert_eq!(field("request.duration").len(), 16, "an 8-byte duration");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    let time = i64::from_le_bytes(
+        (0..8)
+            .map(|i| u8::from_str_radix(&field("request.time")[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+            .try_into()
+            .expect("8 bytes"),
+    );
+    assert!(
+        time <= now && now - time < 600 * 1_000_000_000,
+        "request.time is nanoseconds since the epoch: {time}"
+    );
+    assert_eq!(
+        field("connection.tls_version"),
+        "-",
+        "plain TCP has no TLS version"
+    );
+}

@@ -233,3 +233,50 @@ async fn upstream_tls_with_sni_ca_and_h2() {
         got.text()
     );
 }
+
+/// Filters see the TLS version the session negotiated (`connection.tls_version`), not a
+/// constant: a TLS 1.2-only client shows `TLSv1.2`, a default one `TLSv1.3`.
+#[tokio::test]
+async fn filters_see_the_negotiated_tls_version() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let server = pki.leaf("proxy", &["proxy.test"], None);
+    let other = pki.leaf("other", &["www.other.test"], None);
+    let upstream = Upstream::named("alpha").await;
+    let config = tls_listener(&server, &other, None, upstream.addr).replace(
+        "    route_config: main\n",
+        "    route_config: main\n    filter_chain: probe\n",
+    ) + &format!(
+        "filter_chains:\n  - name: probe\n    plugins:\n      - name: probe\n        source: \"file://{}\"\n",
+        wasmesh_test_programs::PROBE_WASM
+    );
+    let proxy = Proxy::start(&config);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der()).expect("ca");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls12 = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("tls 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    for (config, expected) in [
+        (std::sync::Arc::new(tls12), "TLSv1.2"),
+        (client_tls(&pki, &["http/1.1"], None), "TLSv1.3"),
+    ] {
+        let tls = tls_connect(proxy.addr("tls"), "proxy.test", config)
+            .await
+            .expect("handshake");
+        let got = send_on(
+            TokioIo::new(tls),
+            request(
+                "GET",
+                "/",
+                &[("x-probe-property", "connection.tls_version")],
+            ),
+            false,
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(upstream.last_seen().headers["x-property"], expected);
+    }
+}

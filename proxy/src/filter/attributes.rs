@@ -1,7 +1,16 @@
-//! Envoy's attributes for one request, answered to `proxy_get_property`.
+//! Envoy's attributes for one request, answered to `proxy_get_property`, with Envoy's
+//! encodings: strings as bytes, integers as 8-byte little-endian, booleans as one byte,
+//! timestamps as nanoseconds since the Unix epoch and durations as nanoseconds (both 8-byte
+//! little-endian integers).
+//!
+//! Most attributes are known when the request arrives; the response's (`response.code`,
+//! `response.size`, `response.flags`, `upstream.address`) and the sizes are recorded as the
+//! request goes, so a filter's `on_log` sees the whole exchange.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmesh_host::StreamEnv;
 
@@ -12,34 +21,166 @@ pub struct RequestAttributes {
     pub path: String,
     pub host: String,
     pub scheme: &'static str,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
     pub id: Option<String>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub tls: Option<Arc<TlsInfo>>,
     pub route_name: String,
     pub cluster_name: String,
     pub listener_name: String,
+    /// When the request arrived (`request.time`), and the clock `request.duration` runs on.
+    pub start_time: SystemTime,
+    pub start: Instant,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    response: Mutex<ResponseFacts>,
+}
+
+/// What is learnt about the response as it is produced.
+#[derive(Debug, Default, Clone)]
+struct ResponseFacts {
+    code: Option<u16>,
+    flags: u64,
+    upstream: Option<Arc<str>>,
+}
+
+/// What a request brings, before it is forwarded.
+pub struct Request<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub version: http::Version,
+    pub headers: &'a http::HeaderMap,
+    pub host: &'a str,
+    pub scheme: &'static str,
+}
+
+impl RequestAttributes {
+    pub fn new(
+        request: Request<'_>,
+        connection: &crate::forward::ConnectionInfo,
+        route_name: &str,
+        cluster_name: &str,
+        listener_name: &str,
+    ) -> RequestAttributes {
+        let header = |name: http::header::HeaderName| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        RequestAttributes {
+            method: request.method.to_string(),
+            path: request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            host: request.host.to_string(),
+            scheme: request.scheme,
+            protocol: match request.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
+            id: header(http::header::HeaderName::from_static("x-request-id")),
+            user_agent: header(http::header::USER_AGENT),
+            referer: header(http::header::REFERER),
+            source: connection.peer,
+            destination: connection.local,
+            tls: connection.tls.clone(),
+            route_name: route_name.to_string(),
+            cluster_name: cluster_name.to_string(),
+            listener_name: listener_name.to_string(),
+            start_time: SystemTime::now(),
+            start: Instant::now(),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+            response: Mutex::new(ResponseFacts::default()),
+        }
+    }
+
+    /// Records the response about to go downstream: its status, Envoy's response flags (why
+    /// the proxy answered itself, if it did) and the upstream that answered, if one did.
+    pub fn record_response(&self, code: u16, flags: u64, upstream: Option<Arc<str>>) {
+        let mut facts = self.response.lock().unwrap_or_else(|e| e.into_inner());
+        facts.code = Some(code);
+        facts.flags = flags;
+        facts.upstream = upstream;
+    }
+
+    /// Counts request body bytes received from the client.
+    pub fn count_request_bytes(&self, n: usize) {
+        self.request_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts response body bytes sent to the client.
+    pub fn count_response_bytes(&self, n: usize) {
+        self.response_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn facts(&self) -> ResponseFacts {
+        self.response
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn nanos_since_epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl StreamEnv for RequestAttributes {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let text = |s: &str| Some(s.as_bytes().to_vec());
-        // Envoy encodes integers as 8-byte little-endian and booleans as one byte.
         let int = |n: i64| Some(n.to_le_bytes().to_vec());
         let peer = self.tls.as_ref().and_then(|t| t.peer.as_ref());
         match path {
             ["request", "path"] => text(&self.path),
             ["request", "url_path"] => text(self.path.split('?').next().unwrap_or("")),
+            ["request", "query"] => text(self.path.split_once('?').map_or("", |(_, q)| q)),
             ["request", "method"] => text(&self.method),
             ["request", "host"] => text(&self.host),
             ["request", "scheme"] => text(self.scheme),
+            ["request", "protocol"] => text(self.protocol),
             ["request", "id"] => self.id.as_deref().and_then(text),
+            ["request", "useragent"] => self.user_agent.as_deref().and_then(text),
+            ["request", "referer"] => self.referer.as_deref().and_then(text),
+            ["request", "time"] => int(nanos_since_epoch(self.start_time)),
+            ["request", "duration"] => {
+                int(i64::try_from(self.start.elapsed().as_nanos()).unwrap_or(i64::MAX))
+            }
+            ["request", "size"] => {
+                int(i64::try_from(self.request_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+            }
+            ["response", "code"] => self.facts().code.and_then(|c| int(i64::from(c))),
+            ["response", "flags"] => self
+                .facts()
+                .code
+                .and_then(|_| int(i64::try_from(self.facts().flags).unwrap_or(i64::MAX))),
+            ["response", "size"] => {
+                int(i64::try_from(self.response_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+            }
+            ["upstream", "address"] => self.facts().upstream.as_deref().and_then(text),
+            ["upstream", "port"] => self.facts().upstream.as_deref().and_then(|a| {
+                a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<i64>().ok())
+                    .and_then(int)
+            }),
             ["source", "address"] => text(&self.source.to_string()),
             ["source", "port"] => int(i64::from(self.source.port())),
             ["destination", "address"] => text(&self.destination.to_string()),
             ["destination", "port"] => int(i64::from(self.destination.port())),
             ["connection", "mtls"] => Some(vec![u8::from(peer.is_some())]),
-            ["connection", "tls_version"] => self.tls.as_ref().map(|_| b"TLSv1.3".to_vec()),
+            ["connection", "tls_version"] => {
+                self.tls.as_ref().and_then(|t| t.version).and_then(text)
+            }
             ["connection", "requested_server_name"] => self
                 .tls
                 .as_ref()

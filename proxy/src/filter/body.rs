@@ -23,6 +23,7 @@ pub fn filter_body(
     body: crate::body::ProxyBody,
     streams: Vec<SharedStream>,
     direction: Direction,
+    attributes: Option<std::sync::Arc<super::RequestAttributes>>,
 ) -> crate::body::ProxyBody {
     use http_body_util::BodyExt;
     let mut streams = streams;
@@ -37,6 +38,7 @@ pub fn filter_body(
         bypass: Vec::new(),
         direction,
         finished: false,
+        attributes,
     }
     .boxed_unsync()
 }
@@ -50,6 +52,8 @@ pin_project_lite::pin_project! {
         bypass: Vec<usize>,
         direction: Direction,
         finished: bool,
+        // Where the body's size is counted (`request.size`, `response.size`).
+        attributes: Option<std::sync::Arc<super::RequestAttributes>>,
     }
 }
 
@@ -132,6 +136,11 @@ impl http_body::Body for BodyFilter {
             if eos {
                 *this.finished = true;
             }
+            if *this.direction == Direction::Request
+                && let Some(attributes) = this.attributes.as_ref()
+            {
+                attributes.count_request_bytes(data.len());
+            }
             match run_chain(
                 this.streams,
                 this.buffers,
@@ -147,6 +156,11 @@ impl http_body::Body for BodyFilter {
                 }
                 Ok(None) => continue,
                 Ok(Some(out)) => {
+                    if *this.direction == Direction::Response
+                        && let Some(attributes) = this.attributes.as_ref()
+                    {
+                        attributes.count_response_bytes(out.len());
+                    }
                     if let Some(trailers) = trailers {
                         if out.is_empty() {
                             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));

@@ -10,6 +10,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub struct TlsInfo {
     pub sni: Option<String>,
     pub alpn: Option<String>,
+    /// The negotiated version as Envoy names it (`TLSv1.2`, `TLSv1.3`).
+    pub version: Option<&'static str>,
     /// Present when the client presented a certificate that verified (mTLS).
     pub peer: Option<PeerIdentity>,
 }

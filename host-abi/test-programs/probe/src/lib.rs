@@ -26,7 +26,10 @@
 //! - always: echoes a VM configuration in `x-probe-vm-config`, and adds trailer
 //!   `x-probe-trailer` to request (`request`) and response (`response`) trailers;
 //! - plugin config `reject`: logs why and fails `on_configure`; any config: prints
-//!   `probe configured` to stdout.
+//!   `probe configured` to stdout;
+//! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
+//!   shared data as `name=hex(value)` lines (absent ones as `name=-`); a later request with
+//!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated.
 
 use std::cell::Cell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -128,6 +131,7 @@ impl RootContext for ProbeRoot {
             metric: self.metric.get(),
             body: false,
             configured_at: self.configured_at,
+            log_properties: Vec::new(),
         }))
     }
 
@@ -142,6 +146,12 @@ struct Probe {
     metric: Option<u32>,
     body: bool,
     configured_at: Option<Instant>,
+    /// Properties to read in `on_log` (`x-probe-log-properties`).
+    log_properties: Vec<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn nanos(t: SystemTime) -> String {
@@ -283,6 +293,17 @@ impl HttpContext for Probe {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
             }
         }
+        if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
+            self.log_properties = names.split(',').map(str::to_string).collect();
+        }
+        if self.get_http_request_header("x-probe-logged").is_some() {
+            let logged = self
+                .get_shared_data("probe_logged")
+                .0
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            self.set_http_request_header("x-probe-logged", Some(&logged));
+        }
         self.set_http_request_header("x-probe-config", Some(&self.config));
         self.set_http_request_header("x-remove-me", None);
         self.set_http_request_header("x-probe-count", Some(&n.to_string()));
@@ -315,6 +336,23 @@ impl HttpContext for Probe {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.add_http_response_header("x-probe", "response");
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.log_properties.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = self
+            .log_properties
+            .iter()
+            .map(|name| {
+                let value = self
+                    .get_property(name.split('.').collect())
+                    .map_or_else(|| "-".to_string(), |v| hex(&v));
+                format!("{name}={value}")
+            })
+            .collect();
+        let _ = self.set_shared_data("probe_logged", Some(lines.join(";").as_bytes()), None);
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
