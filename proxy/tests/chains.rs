@@ -243,3 +243,59 @@ async fn the_chain_command_sets_shows_and_rolls_back() {
     assert!(!ok);
     assert!(out.contains("cannot reach the admin API"), "{out}");
 }
+
+fn probe_plugin(config: &str) -> String {
+    format!(
+        "      - name: probe\n        source: \"file://{}\"\n        vm_id: probe\n        config: \"{config}\"\n",
+        wasmesh_test_programs::PROBE_WASM
+    )
+}
+
+/// As in Envoy, shared data belongs to the `vm_id`, not to a plugin instance: a reload that
+/// replaces the plugin keeps it. The replaced plugin's root contexts are ended
+/// (`proxy_on_done`) once no request uses them.
+#[tokio::test]
+async fn a_reload_keeps_shared_data_and_ends_the_replaced_root_contexts() {
+    let upstream = Upstream::named("up").await;
+    let proxy = Proxy::start(&config(upstream.addr, &probe_plugin("a")));
+    let (addr, admin) = (proxy.addr("main"), proxy.admin.expect("admin"));
+    for n in 1..=3 {
+        get(addr, "/").await;
+        assert_eq!(
+            upstream.last_seen().headers["x-probe-count"],
+            n.to_string().as_str()
+        );
+    }
+    assert!(
+        !upstream
+            .last_seen()
+            .headers
+            .contains_key("x-probe-root-done")
+    );
+
+    let document = format!("plugins:\n{}", probe_plugin("b").replace("      ", "  "));
+    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &document);
+    assert_eq!(status, 200, "{body}");
+    get(addr, "/").await;
+    let seen = upstream.last_seen();
+    assert_eq!(seen.headers["x-probe-config"], "b", "the new plugin serves");
+    assert_eq!(
+        seen.headers["x-probe-count"], "4",
+        "shared data survived the reload"
+    );
+
+    assert!(
+        eventually(std::time::Duration::from_secs(10), async || {
+            get(addr, "/").await;
+            upstream
+                .last_seen()
+                .headers
+                .get("x-probe-root-done")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|n| n >= 1)
+        })
+        .await,
+        "the replaced plugin's root contexts were never ended"
+    );
+}

@@ -27,6 +27,8 @@
 //!   `x-probe-trailer` to request (`request`) and response (`response`) trailers;
 //! - plugin config `reject`: logs why and fails `on_configure`; any config: prints
 //!   `probe configured` to stdout;
+//! - a root context's `on_done` counts `probe_root_done` in shared data, echoed in
+//!   `x-probe-root-done`;
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
 //!   shared data as `name=hex(value)` lines (absent ones as `name=-`); a later request with
 //!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated.
@@ -58,7 +60,14 @@ struct ProbeRoot {
     configured_at: Option<Instant>,
 }
 
-impl Context for ProbeRoot {}
+impl Context for ProbeRoot {
+    /// Counted in shared data (`probe_root_done`, echoed in `x-probe-root-done`), so a test
+    /// can see a retired plugin's root contexts being ended.
+    fn on_done(&mut self) -> bool {
+        bump("probe_root_done");
+        true
+    }
+}
 
 fn bump(key: &str) {
     use proxy_wasm::hostcalls::{get_shared_data, set_shared_data};
@@ -288,6 +297,7 @@ impl HttpContext for Probe {
         for (key, header) in [
             ("probe_ticks", "x-probe-ticks"),
             ("probe_last", "x-probe-last"),
+            ("probe_root_done", "x-probe-root-done"),
         ] {
             if let (Some(value), _) = self.get_shared_data(key) {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
