@@ -6,14 +6,35 @@ set -euo pipefail
 rustup target add wasm32-wasip1 >/dev/null
 
 need_apt=()
-for tool in curl; do
+# docker-registry (CNCF distribution) and skopeo: the registry interop tests' third parties
+# (each command is named like its Debian package); python3 with pip for oras-py below.
+for tool in curl docker-registry skopeo; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+if ! command -v python3 >/dev/null 2>&1; then
+  need_apt+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3-pip)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # The package enables a system registry on :5000 where systemd runs; the tests start
+    # their own, and the demo's embedded registry wants that port.
+    if [[ " ${need_apt[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
   else
     echo "setup: please install: ${need_apt[*]}" >&2
+  fi
+fi
+# oras-py, the registry interop tests' Python OCI client.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import oras.provider' >/dev/null 2>&1; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'oras==0.2.43' 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages 'oras==0.2.43'
+  else
+    echo "setup: please install pip, then: python3 -m pip install oras==0.2.43" >&2
   fi
 fi
 # The stock filters, for the demo's filter chain (tests build their own copies).

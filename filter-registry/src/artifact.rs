@@ -1,5 +1,6 @@
 //! The CNCF Wasm OCI artifact layout: an OCI image manifest whose config has media type
-//! `application/vnd.wasm.config.v0+json` and whose single layer is `application/wasm`.
+//! `application/vnd.wasm.config.v0+json` and whose single layer is `application/wasm`. This is
+//! what the client pushes; [`crate::format`] reads the other layouts found in the wild.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,22 @@ pub enum ArtifactError {
     ManifestInvalid(String),
     #[error("manifest has no layer of media type application/wasm")]
     NoWasmLayer,
+    #[error("image index lists no manifest")]
+    EmptyIndex,
+    #[error("ambiguous artifact: {0}")]
+    Ambiguous(String),
+    #[error(
+        "not a Wasm artifact format this client knows (manifest {manifest:?}, config {config:?}, layers {layers:?}): expected an application/wasm, application/vnd.module.wasm.content.layer.v1+wasm or application/vnd.wasm.content.layer.v1+wasm layer, or a tar+gzip last layer holding plugin.wasm"
+    )]
+    UnsupportedFormat {
+        manifest: String,
+        config: String,
+        layers: Vec<String>,
+    },
+    #[error("compat layer (tar+gzip) unreadable: {0}")]
+    Compat(String),
+    #[error("compat layer (tar+gzip) holds no plugin.wasm")]
+    NoPluginWasm,
 }
 
 /// An OCI content descriptor.

@@ -1,7 +1,19 @@
-//! OCI distribution spec v1.1 server on hyper 1 (HTTP/1.1), over [`crate::store::Store`].
+//! OCI distribution spec v1.1 server on hyper 1 (HTTP/1.1, or HTTPS with rustls via
+//! [`serve_tls`]), over [`crate::store::Store`].
 //!
 //! Request bodies are read into memory (capped: 4 MiB for manifests, [`MAX_BLOB_BODY`] per
 //! blob request); store calls run on tokio's blocking pool.
+//!
+//! Auth: with a push (or pull) token set, such requests need `Authorization: Bearer <token>`,
+//! Basic with the token as password, or a token from the registry's own token service
+//! (`/token`, see [`crate::grants`]); the push token also allows pulls. A refused request gets
+//! `401` with `WWW-Authenticate: Bearer realm="<scheme>://<host>/token",service=…,scope=…`,
+//! so Docker-style clients (skopeo, oras, containerd, this crate's client) log in by
+//! themselves.
+//!
+//! Beyond v1.1.1, from the spec's development branch: `DELETE` of an upload (204),
+//! `POST …/uploads/?digest-algorithm=sha512` (kept in the upload's location; the closing digest
+//! must use it), and `PUT …/manifests/<digest>?tag=a&tag=b` (answered with `OCI-Tag` headers).
 
 // Handlers use `Result<_, Response>`: the error side is the ready-made error response.
 #![allow(clippy::result_large_err)]
@@ -19,13 +31,30 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::store::{Digest, Reference, Store, StoreError, referenced_digests, validate_repo_name};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::grants::{Grant, Issued, TOKEN_LIFETIME};
+use crate::store::{
+    Digest, Reference, Store, StoreError, referenced_digests, validate_repo_name, validate_tag,
+};
+use crate::tls;
 
 /// Manifests larger than this are refused with 413.
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 /// Largest body accepted by one blob request (POST, PATCH or PUT).
 pub const MAX_BLOB_BODY: usize = 512 * 1024 * 1024;
 const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The `service` the registry names in its challenges and token answers.
+pub const SERVICE: &str = "wasmesh-registry";
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The token the token service hands anonymous callers: it grants what needs no token.
+const ANONYMOUS_TOKEN: &str = "anonymous";
+/// How long a shut-down registry lets requests in flight finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most `?tag=` parameters one manifest PUT may carry.
+const MAX_TAGS_PER_PUT: usize = 100;
 
 /// Server configuration.
 #[derive(Clone, Debug)]
@@ -54,6 +83,15 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The certificate chain and private key (PEM files) a TLS registry serves with.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running registry: its bound address and a shutdown handle.
@@ -89,10 +127,29 @@ struct State {
     store: Store,
     push_token: Option<String>,
     pull_token: Option<String>,
+    issued: Issued,
+    tls: bool,
+    addr: SocketAddr,
 }
 
-/// Binds and serves the registry in the background.
+/// Binds and serves the registry (plain HTTP) in the background.
 pub async fn serve(config: RegistryConfig) -> Result<RunningRegistry, ServeError> {
+    serve_with(config, None).await
+}
+
+/// Binds and serves the registry over HTTPS, with the certificate and key in `tls`.
+pub async fn serve_tls(
+    config: RegistryConfig,
+    tls: TlsFiles,
+) -> Result<RunningRegistry, ServeError> {
+    let server_config = tls::server_config(&tls.cert, &tls.key)?;
+    serve_with(config, Some(server_config)).await
+}
+
+async fn serve_with(
+    config: RegistryConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<RunningRegistry, ServeError> {
     if config.push_token.is_none() {
         if !config.listen.ip().is_loopback() {
             return Err(ServeError::InsecureBind(config.listen));
@@ -110,13 +167,19 @@ pub async fn serve(config: RegistryConfig) -> Result<RunningRegistry, ServeError
         addr: config.listen,
         source,
     })?;
+    let use_tls = tls.is_some();
     let state = Arc::new(State {
         store,
         push_token: config.push_token,
         pull_token: config.pull_token,
+        issued: Issued::default(),
+        tls: tls.is_some(),
+        addr,
     });
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             tokio::select! {
                 _ = &mut rx => break,
@@ -125,29 +188,64 @@ pub async fn serve(config: RegistryConfig) -> Result<RunningRegistry, ServeError
                         Ok(x) => x,
                         Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
                     };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(state, req).await) }
-                        });
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
-                            tracing::debug!(%peer, error = %e, "connection ended with error");
-                        }
-                    });
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(
+                        stream,
+                        peer,
+                        state.clone(),
+                        acceptor.clone(),
+                        graceful.watcher(),
+                    ));
                 }
             }
         }
+        // Requests in flight finish (for a while); idle keep-alive connections close now, so
+        // a stopped registry really is gone for its clients.
+        drop(listener);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
     });
-    tracing::info!(%addr, "registry listening");
+    tracing::info!(%addr, tls = use_tls, "registry listening");
     Ok(RunningRegistry {
         addr,
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Serves one accepted connection, after a (bounded) TLS handshake when serving TLS.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Some(acceptor) = acceptor else {
+        return serve_connection(TokioIo::new(stream), state, peer, watcher).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), state, peer, watcher).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<State>,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with error");
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -202,47 +300,42 @@ fn set(r: &mut Resp, name: &'static str, value: &str) {
     }
 }
 
-fn unauthorized() -> Resp {
+/// The host clients reached us by (for the token realm): the `Host` header when it is a
+/// plain `host[:port]`, else the bound address.
+fn public_host<B>(state: &State, req: &Request<B>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| state.addr.to_string())
+}
+
+/// `401` with a Bearer challenge naming this registry's token service and the scope needed.
+fn unauthorized<B>(state: &State, req: &Request<B>, scope: Option<String>) -> Resp {
     let mut r = error(
         StatusCode::UNAUTHORIZED,
         "UNAUTHORIZED",
         "authentication required",
     );
-    r.headers_mut().append(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(r#"Bearer realm="wasmesh",service="wasmesh-registry""#),
+    let scheme = if state.tls { "https" } else { "http" };
+    let mut challenge = format!(
+        r#"Bearer realm="{scheme}://{}/token",service="{SERVICE}""#,
+        public_host(state, req)
     );
-    r.headers_mut().append(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(r#"Basic realm="wasmesh""#),
-    );
-    r
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in s {
-        acc = (acc << 6) | val(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    if let Some(scope) = scope {
+        challenge.push_str(&format!(r#",scope="{scope}""#));
     }
-    Some(out)
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 /// Constant-time-ish comparison (length leaks, content does not).
@@ -250,24 +343,193 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized<B>(req: &Request<B>, token: &str) -> bool {
-    let Some(h) = req
+/// What a secret (a configured token, given as Bearer, Basic password or OAuth2 grant) allows.
+/// `None` when it matches neither token.
+fn secret_grant(state: &State, secret: &str) -> Option<Grant> {
+    let s = secret.as_bytes();
+    if state
+        .push_token
+        .as_deref()
+        .is_some_and(|t| token_eq(s, t.as_bytes()))
+    {
+        return Some(Grant {
+            pull: true,
+            push: true,
+        });
+    }
+    if state
+        .pull_token
+        .as_deref()
+        .is_some_and(|t| token_eq(s, t.as_bytes()))
+    {
+        return Some(Grant {
+            pull: true,
+            push: state.push_token.is_none(),
+        });
+    }
+    None
+}
+
+/// The password of a Basic `Authorization` value.
+fn basic_password(value: &str) -> Option<String> {
+    let decoded = BASE64.decode(value.trim()).ok()?;
+    let pos = decoded.iter().position(|&c| c == b':')?;
+    String::from_utf8(decoded[pos + 1..].to_vec()).ok()
+}
+
+/// What anonymous callers may do: whatever needs no token.
+fn anonymous_grant(state: &State) -> Grant {
+    Grant {
+        pull: state.pull_token.is_none(),
+        push: state.push_token.is_none(),
+    }
+}
+
+/// What the request's `Authorization` header allows, if it carries anything we know.
+fn request_grant<B>(state: &State, req: &Request<B>) -> Option<Grant> {
+    let h = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+        .and_then(|v| v.to_str().ok())?;
+    // Auth schemes are case-insensitive (RFC 9110 §11.1).
+    let (scheme, credential) = h.trim().split_once(' ')?;
+    let credential = credential.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if credential == ANONYMOUS_TOKEN {
+            return Some(anonymous_grant(state));
+        }
+        return secret_grant(state, credential).or_else(|| state.issued.grant(credential));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        return secret_grant(state, &basic_password(credential)?);
+    }
+    None
+}
+
+/// Whether the version check (`GET /v2/`) passes. With any token configured it needs some
+/// valid credential — an anonymous token from the token service will do — so that clients
+/// which decide from this ping whether to authenticate (containers/image, Docker) learn the
+/// realm before they try to push.
+fn ping_allowed<B>(state: &State, req: &Request<B>) -> bool {
+    (state.push_token.is_none() && state.pull_token.is_none())
+        || request_grant(state, req).is_some()
+}
+
+/// Whether the request may proceed: `push` for writes, else reads.
+fn allowed<B>(state: &State, req: &Request<B>, push: bool) -> bool {
+    let needed = if push {
+        &state.push_token
+    } else {
+        &state.pull_token
     };
-    if let Some(t) = h.strip_prefix("Bearer ") {
-        return token_eq(t.trim().as_bytes(), token.as_bytes());
+    needed.is_none() || request_grant(state, req).is_some_and(|g| g.allows(push))
+}
+
+/// `401` from the token service itself: it takes Basic credentials.
+fn token_refused(message: &str) -> Resp {
+    let mut r = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Basic realm="wasmesh-registry""#),
+    );
+    r
+}
+
+/// The token service: `GET /token?service=&scope=` with Basic credentials (or none), or
+/// `POST /token` with an OAuth2 `password` or `refresh_token` grant.
+async fn token_service(state: &State, req: Request<Incoming>) -> Resp {
+    let mut scopes: Vec<String> = query_params(&req, "scope");
+    let secret: Option<String>;
+    if req.method() == Method::POST {
+        let body = match read_body(req, 64 * 1024).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let field = |key: &str| -> Vec<String> {
+            form.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (percent_decode(k) == key).then(|| percent_decode(v))
+                })
+                .collect()
+        };
+        scopes.extend(field("scope"));
+        secret = match field("grant_type").first().map(String::as_str) {
+            Some("password") => field("password").into_iter().next(),
+            Some("refresh_token") => field("refresh_token").into_iter().next(),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    "grant_type must be password or refresh_token",
+                );
+            }
+        };
+    } else if req.method() == Method::GET {
+        secret = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .and_then(|(_, b)| basic_password(b));
+    } else {
+        return unsupported();
     }
-    if let Some(b) = h.strip_prefix("Basic ")
-        && let Some(decoded) = base64_decode(b.trim())
-        && let Some(pos) = decoded.iter().position(|&c| c == b':')
-    {
-        return token_eq(&decoded[pos + 1..], token.as_bytes());
-    }
-    false
+    let allowed = match secret.as_deref() {
+        Some(s) => match secret_grant(state, s) {
+            Some(g) => g,
+            None => return token_refused("bad credentials"),
+        },
+        None => anonymous_grant(state),
+    };
+    // Grant no more than asked for (all the credential allows when no scope is named).
+    let wanted = scopes
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .filter_map(|s| s.rsplit_once(':').map(|(_, actions)| actions))
+        .fold(None::<Grant>, |acc, actions| {
+            let mut g = acc.unwrap_or_default();
+            for a in actions.split(',') {
+                match a {
+                    "pull" => g.pull = true,
+                    "push" | "*" | "delete" => {
+                        g.push = true;
+                        g.pull |= a == "*";
+                    }
+                    _ => {}
+                }
+            }
+            Some(g)
+        });
+    let grant = match wanted {
+        Some(w) => Grant {
+            pull: allowed.pull && w.pull,
+            push: allowed.push && w.push,
+        },
+        None => allowed,
+    };
+    let token = if secret.is_none() {
+        if !allowed.pull && !allowed.push {
+            return token_refused("credentials required");
+        }
+        // Anonymous callers get a token that grants nothing beyond anonymous access, so
+        // nothing needs remembering for them.
+        ANONYMOUS_TOKEN.to_string()
+    } else {
+        state.issued.issue(grant)
+    };
+    let body = serde_json::json!({
+        "token": token,
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": TOKEN_LIFETIME.as_secs(),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    set(&mut r, "content-type", "application/json");
+    set(&mut r, "cache-control", "no-store");
+    r
 }
 
 fn percent_decode(s: &str) -> String {
@@ -291,10 +553,19 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| percent_decode(v))
-    })
+    query_params(req, key).into_iter().next()
+}
+
+fn query_params(req: &Request<Incoming>, key: &str) -> Vec<String> {
+    let Some(q) = req.uri().query() else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then(|| percent_decode(v))
+        })
+        .collect()
 }
 
 enum Route<'a> {
@@ -370,19 +641,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
-    let is_pull = matches!(*req.method(), Method::GET | Method::HEAD);
-    let token = if is_pull {
-        state.pull_token.as_deref()
-    } else {
-        state.push_token.as_deref()
-    };
-    if let Some(t) = token
-        && !authorized(&req, t)
-    {
-        return unauthorized();
-    }
     let path = req.uri().path().to_string();
+    if path == "/token" {
+        return token_service(&state, req).await;
+    }
+    let is_pull = matches!(*req.method(), Method::GET | Method::HEAD);
     let Some(r) = route(&path) else {
+        if !allowed(&state, &req, !is_pull) {
+            return unauthorized(&state, &req, None);
+        }
         return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such endpoint");
     };
     let name = match &r {
@@ -393,6 +660,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         | Route::Manifest(n, _)
         | Route::Referrers(n, _) => n,
     };
+    let permitted = if matches!(r, Route::Ping) {
+        ping_allowed(&state, &req)
+    } else {
+        allowed(&state, &req, !is_pull)
+    };
+    if !permitted {
+        let scope = (!name.is_empty() && validate_repo_name(name).is_ok()).then(|| {
+            let actions = if is_pull { "pull" } else { "pull,push" };
+            format!("repository:{name}:{actions}")
+        });
+        return unauthorized(&state, &req, scope);
+    }
     if !matches!(r, Route::Ping)
         && let Err(e) = validate_repo_name(name)
     {
@@ -416,7 +695,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
                 (Method::POST, true) => post_upload(&state, req, name).await,
                 (Method::PATCH, false) => patch_upload(&state, req, name, id).await,
                 (Method::PUT, false) => put_upload(&state, req, name, id).await,
-                (Method::GET, false) => upload_status(&state, name, id).await,
+                (Method::GET, false) => match upload_algorithm(&req) {
+                    Ok(alg) => upload_status(&state, name, id, alg).await,
+                    Err(r) => Err(r),
+                },
                 (Method::DELETE, false) => {
                     let s = state.store.clone();
                     blocking(move || s.cancel_upload(&id))
@@ -536,12 +818,31 @@ fn blob_created(name: &str, d: &Digest) -> Resp {
     r
 }
 
-fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Resp {
+/// The `digest-algorithm` an upload was opened with (carried in its location), checked.
+fn upload_algorithm(req: &Request<Incoming>) -> Result<Option<String>, Resp> {
+    match query_param(req, "digest-algorithm") {
+        None => Ok(None),
+        Some(a) if a == "sha256" || a == "sha512" => Ok(Some(a)),
+        Some(a) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!(
+                "unsupported digest-algorithm {:?}: sha256 or sha512",
+                a.chars().take(50).collect::<String>()
+            ),
+        )),
+    }
+}
+
+fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64, alg: Option<&str>) -> Resp {
     let mut r = empty(status);
+    let query = alg
+        .map(|a| format!("?digest-algorithm={a}"))
+        .unwrap_or_default();
     set(
         &mut r,
         "location",
-        &format!("/v2/{name}/blobs/uploads/{id}"),
+        &format!("/v2/{name}/blobs/uploads/{id}{query}"),
     );
     set(&mut r, "docker-upload-uuid", id);
     set(&mut r, "range", &format!("0-{}", size.saturating_sub(1)));
@@ -549,6 +850,7 @@ fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Resp 
 }
 
 async fn post_upload(state: &State, req: Request<Incoming>, name: String) -> Result<Resp, Resp> {
+    let alg = upload_algorithm(&req)?;
     if let Some(m) = query_param(&req, "mount") {
         let d = parse_digest(&m)?;
         // `from` is optional (any repository may mount a blob the store holds), but if given it
@@ -569,7 +871,13 @@ async fn post_upload(state: &State, req: Request<Incoming>, name: String) -> Res
     }
     let s = state.store.clone();
     let id = blocking(move || s.start_upload()).await?;
-    Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, 0))
+    Ok(upload_accepted(
+        StatusCode::ACCEPTED,
+        &name,
+        &id,
+        0,
+        alg.as_deref(),
+    ))
 }
 
 async fn patch_upload(
@@ -578,6 +886,7 @@ async fn patch_upload(
     name: String,
     id: String,
 ) -> Result<Resp, Resp> {
+    let alg = upload_algorithm(&req)?;
     let range = match req.headers().get(header::CONTENT_RANGE) {
         None => None,
         Some(v) => {
@@ -614,7 +923,13 @@ async fn patch_upload(
     let s = state.store.clone();
     let id2 = id.clone();
     let size = blocking(move || s.append_upload(&id2, range.map(|r| r.0), &body)).await?;
-    Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, size))
+    Ok(upload_accepted(
+        StatusCode::ACCEPTED,
+        &name,
+        &id,
+        size,
+        alg.as_deref(),
+    ))
 }
 
 async fn put_upload(
@@ -631,6 +946,15 @@ async fn put_upload(
         ));
     };
     let d = parse_digest(&dg)?;
+    if let Some(alg) = upload_algorithm(&req)?
+        && alg != d.algorithm().name()
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            &format!("the upload was opened for {alg}, the digest is {d}"),
+        ));
+    }
     let body = read_body(req, MAX_BLOB_BODY).await?;
     let s = state.store.clone();
     let dd = d.clone();
@@ -638,11 +962,22 @@ async fn put_upload(
     Ok(blob_created(&name, &d))
 }
 
-async fn upload_status(state: &State, name: String, id: String) -> Result<Resp, Resp> {
+async fn upload_status(
+    state: &State,
+    name: String,
+    id: String,
+    alg: Option<String>,
+) -> Result<Resp, Resp> {
     let s = state.store.clone();
     let id2 = id.clone();
     let size = blocking(move || s.upload_size(&id2)).await?;
-    Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
+    Ok(upload_accepted(
+        StatusCode::NO_CONTENT,
+        &name,
+        &id,
+        size,
+        alg.as_deref(),
+    ))
 }
 
 async fn get_manifest(
@@ -674,6 +1009,26 @@ async fn put_manifest(
     reference: String,
 ) -> Result<Resp, Resp> {
     let reference: Reference = reference.parse().map_err(|e| store_error(&e))?;
+    let tags = query_params(&req, "tag");
+    if !tags.is_empty() {
+        if !matches!(reference, Reference::Digest(_)) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                "tag parameters go with a push by digest",
+            ));
+        }
+        if tags.len() > MAX_TAGS_PER_PUT {
+            return Err(error(
+                StatusCode::URI_TOO_LONG,
+                "MANIFEST_INVALID",
+                &format!("at most {MAX_TAGS_PER_PUT} tags per request"),
+            ));
+        }
+        for t in &tags {
+            validate_tag(t).map_err(|e| store_error(&e))?;
+        }
+    }
     let header_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -716,8 +1071,19 @@ async fn put_manifest(
         .and_then(|d| d.parse::<Digest>().ok());
     let s = state.store.clone();
     let n = name.clone();
-    let digest = blocking(move || s.put_manifest(&n, &reference, &media_type, &body)).await?;
+    let tagged = tags.clone();
+    let digest = blocking(move || {
+        let d = s.put_manifest(&n, &reference, &media_type, &body)?;
+        for t in &tagged {
+            s.set_tag(&n, t, &d)?;
+        }
+        Ok(d)
+    })
+    .await?;
     let mut r = empty(StatusCode::CREATED);
+    if !tags.is_empty() {
+        set(&mut r, "oci-tag", &tags.join(", "));
+    }
     set(
         &mut r,
         "location",

@@ -722,20 +722,53 @@ impl Store {
         out
     }
 
-    /// Removes every blob that no linked manifest references (nor is itself a linked manifest).
-    /// Returns the digests removed. Blobs pushed but not yet referenced by a manifest are
-    /// removed too, so do not run this while pushes are in flight.
+    /// Removes every blob that nothing references, with no age bound (see [`Store::gc_with`]).
+    /// Blobs pushed but not yet referenced by a manifest are removed too, so do not run this
+    /// while pushes are in flight. Returns the digests removed.
     pub fn gc(&self) -> Result<Vec<Digest>, StoreError> {
+        Ok(self.gc_with(&GcOptions::default())?.removed)
+    }
+
+    /// Points `tag` of `repo` at the manifest `d`, which must be linked in `repo`.
+    pub fn set_tag(&self, repo: &str, tag: &str, d: &Digest) -> Result<(), StoreError> {
+        if !self.link_path(repo, d)?.is_file() {
+            return Err(StoreError::ManifestUnknown(d.to_string()));
+        }
+        self.write_atomic(&self.tag_path(repo, tag)?, d.to_string().as_bytes())
+    }
+
+    /// Garbage collection. Keeps every manifest linked in any repository and, transitively,
+    /// everything those reference — config, layers, index entries, and referrers' subjects —
+    /// and removes the other blobs older than `min_age`, and upload sessions idle longer than
+    /// `min_age`. The age bound spares pushes in flight (blobs uploaded before their
+    /// manifest). With `dry_run`, reports without removing.
+    pub fn gc_with(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
         let mut keep: HashSet<Digest> = HashSet::new();
+        let mut queue: Vec<Digest> = Vec::new();
         for repo in self.list_repositories() {
-            for d in self.list_manifests(&repo)? {
-                if let Ok(bytes) = self.read_blob(&d) {
-                    keep.extend(referenced_digests(&bytes));
-                }
-                keep.insert(d);
+            queue.extend(self.list_manifests(&repo)?);
+        }
+        while let Some(d) = queue.pop() {
+            if !keep.insert(d.clone()) {
+                continue;
+            }
+            // Only manifest-sized blobs can reference anything; layers are not read.
+            if self.blob_size(&d).is_some_and(|s| s <= GC_SCAN_LIMIT)
+                && let Ok(bytes) = self.read_blob(&d)
+            {
+                queue.extend(referenced_digests(&bytes));
+                queue.extend(subject_digest(&bytes));
             }
         }
-        let mut removed = Vec::new();
+        let now = std::time::SystemTime::now();
+        let old_enough = |meta: &fs::Metadata| {
+            meta.modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= opts.min_age)
+                || opts.min_age.is_zero()
+        };
+        let mut report = GcReport::default();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = self.root.join("blobs").join(alg.name());
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -748,19 +781,78 @@ impl Store {
                 let Ok(d) = format!("{}:{n}", alg.name()).parse::<Digest>() else {
                     continue;
                 };
-                if !keep.contains(&d) {
+                if keep.contains(&d) {
+                    report.kept += 1;
+                    continue;
+                }
+                let meta = e.metadata().map_err(io_err(&e.path()))?;
+                if !old_enough(&meta) {
+                    report.kept_young += 1;
+                    continue;
+                }
+                if !opts.dry_run {
                     fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
                     tracing::debug!(digest = %d, "gc removed blob");
-                    removed.push(d);
+                }
+                report.removed_bytes += meta.len();
+                report.removed.push(d);
+            }
+        }
+        let uploads = self.root.join("uploads");
+        if let Ok(entries) = fs::read_dir(&uploads) {
+            for e in entries.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_file() && old_enough(&meta) {
+                    if !opts.dry_run {
+                        fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+                    }
+                    report.uploads_removed += 1;
                 }
             }
         }
-        Ok(removed)
+        report.removed.sort_by_key(|d| d.to_string());
+        Ok(report)
     }
 }
 
+/// Blobs larger than this are never manifests (the server refuses manifests over 4 MiB).
+const GC_SCAN_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Options for [`Store::gc_with`].
+#[derive(Clone, Debug, Default)]
+pub struct GcOptions {
+    /// Unreferenced blobs (and upload sessions) younger than this are kept.
+    pub min_age: std::time::Duration,
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+}
+
+/// What a garbage collection did (or, dry, would do).
+#[derive(Clone, Debug, Default)]
+pub struct GcReport {
+    pub removed: Vec<Digest>,
+    pub removed_bytes: u64,
+    /// Blobs kept because something references them.
+    pub kept: usize,
+    /// Unreferenced blobs kept because they are younger than the age bound.
+    pub kept_young: usize,
+    pub uploads_removed: usize,
+}
+
+/// The digest of a manifest's `subject`, if it has one.
+pub fn subject_digest(manifest: &[u8]) -> Option<Digest> {
+    serde_json::from_slice::<serde_json::Value>(manifest)
+        .ok()?
+        .get("subject")?
+        .get("digest")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// The digests a manifest or index references: `config`, `layers[]`, `manifests[]`, `blobs[]`.
-/// (`subject` is not included: a referrer does not keep its subject alive.)
+/// (`subject` is not included: a manifest may name a subject the registry does not hold yet;
+/// garbage collection keeps subjects through [`subject_digest`].)
 pub fn referenced_digests(manifest: &[u8]) -> Vec<Digest> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(manifest) else {
         return Vec::new();

@@ -398,11 +398,18 @@ async fn auth_tokens() {
     let r = h.req(Method::POST, &path, &[], data).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.code(), "UNAUTHORIZED");
-    let challenges: Vec<_> = r.headers.get_all("www-authenticate").iter().collect();
-    assert!(
-        challenges
-            .iter()
-            .any(|v| v.to_str().unwrap() == r#"Bearer realm="wasmesh",service="wasmesh-registry""#)
+    let challenges: Vec<_> = r
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        challenges,
+        [format!(
+            r#"Bearer realm="http://{}/token",service="wasmesh-registry",scope="repository:a:pull,push""#,
+            h.reg.local_addr()
+        )]
     );
     let r = h
         .req(
@@ -440,8 +447,22 @@ async fn auth_tokens() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    // Pull is anonymous here.
+    // Pull is anonymous here…
+    let r = h
+        .req(Method::GET, &format!("/v2/a/blobs/{d}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // …but the version check asks for some credential, so that clients deciding from it
+    // whether to log in (containers/image, Docker) learn the realm; an anonymous token from
+    // the token service passes it.
     let r = h.req(Method::GET, "/v2/", &[], b"").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = h.req(Method::GET, "/token", &[], b"").await;
+    let anon: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let anon = format!("Bearer {}", anon["token"].as_str().unwrap());
+    let r = h
+        .req(Method::GET, "/v2/", &[("authorization", &anon)], b"")
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     drop(h);
 
@@ -663,4 +684,395 @@ async fn concurrent_pushes_of_the_same_blob() {
         .await;
     assert_eq!(&r.body[..], &data[..]);
     assert_eq!(Digest::sha256_of(&r.body), d);
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn token_of(r: &R) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["token"], v["access_token"]);
+    assert_eq!(v["expires_in"], 300);
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn token_service_issues_scoped_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), Some("p"), Some("q")).await;
+    let addr = h.reg.local_addr();
+
+    // The ping's challenge names the realm and service, no scope; the Host header is used.
+    let r = h.req(Method::GET, "/v2/", &[], b"").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.h("www-authenticate"),
+        format!(r#"Bearer realm="http://{addr}/token",service="wasmesh-registry""#)
+    );
+    let r = h
+        .req(
+            Method::GET,
+            "/v2/a/tags/list",
+            &[("host", "reg.example:5000")],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        r.h("www-authenticate"),
+        r#"Bearer realm="http://reg.example:5000/token",service="wasmesh-registry",scope="repository:a:pull""#
+    );
+
+    // Pull credentials: a pull token, which cannot push.
+    let q = basic("anyone", "q");
+    let r = h
+        .req(
+            Method::GET,
+            "/token?service=wasmesh-registry&scope=repository:a:pull,push",
+            &[("authorization", &q)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.h("content-type"), "application/json");
+    let pull = format!("Bearer {}", token_of(&r));
+    let d = Digest::sha256_of(b"x");
+    let r = h
+        .req(
+            Method::HEAD,
+            &format!("/v2/a/blobs/{d}"),
+            &[("authorization", &pull)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "authorized, just absent");
+    let r = h
+        .req(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            &[("authorization", &pull)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Push credentials, but only pull asked for: only pull granted.
+    let r = h
+        .req(
+            Method::GET,
+            "/token?scope=repository%3Aa%3Apull",
+            &[("authorization", &basic("u", "p"))],
+            b"",
+        )
+        .await;
+    let t = format!("Bearer {}", token_of(&r));
+    let r = h
+        .req(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            &[("authorization", &t)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Push asked for: granted, and pulls come with it.
+    let r = h
+        .req(
+            Method::GET,
+            "/token?scope=repository:a:pull,push",
+            &[("authorization", &basic("u", "p"))],
+            b"",
+        )
+        .await;
+    let push = format!("Bearer {}", token_of(&r));
+    for (m, path, want) in [
+        (Method::POST, "/v2/a/blobs/uploads/", StatusCode::ACCEPTED),
+        (Method::GET, "/v2/", StatusCode::OK),
+    ] {
+        let r = h.req(m, path, &[("authorization", &push)], b"").await;
+        assert_eq!(r.status, want, "{path}");
+    }
+    // The push token itself also allows pulls.
+    let r = h
+        .req(Method::GET, "/v2/", &[("authorization", "Bearer p")], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // OAuth2 forms: refresh_token (Docker's identity token) and password.
+    for form in [
+        "grant_type=refresh_token&refresh_token=q&service=wasmesh-registry&scope=repository%3Aa%3Apull&client_id=x",
+        "grant_type=password&username=u&password=q",
+    ] {
+        let r = h
+            .req(
+                Method::POST,
+                "/token",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{form}");
+        let t = format!("Bearer {}", token_of(&r));
+        let r = h
+            .req(Method::GET, "/v2/", &[("authorization", &t)], b"")
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{form}");
+    }
+
+    // Refusals.
+    for (method, auth, body) in [
+        (Method::GET, Some(basic("u", "wrong")), ""),
+        (Method::GET, None, ""),
+        (
+            Method::POST,
+            None,
+            "grant_type=refresh_token&refresh_token=wrong",
+        ),
+    ] {
+        let mut hdrs = Vec::new();
+        if let Some(a) = &auth {
+            hdrs.push(("authorization", a.as_str()));
+        }
+        let r = h.req(method, "/token", &hdrs, body.as_bytes()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:?} {body}");
+        assert_eq!(r.h("www-authenticate"), r#"Basic realm="wasmesh-registry""#);
+    }
+    let r = h
+        .req(
+            Method::POST,
+            "/token",
+            &[],
+            b"grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .req(
+            Method::GET,
+            "/v2/",
+            &[("authorization", "Bearer not-issued")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    drop(h);
+
+    // An open registry answers anonymous token requests with a token granting nothing more.
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), Some("p"), None).await;
+    let r = h
+        .req(Method::GET, "/token?scope=repository:a:push", &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let anon = format!("Bearer {}", token_of(&r));
+    let r = h
+        .req(
+            Method::POST,
+            "/v2/a/blobs/uploads/",
+            &[("authorization", &anon)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn dev_spec_extras_sha512_uploads_cancel_and_tag_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), None, None).await;
+    let data = b"sha512 content";
+    let d512: Digest = format!("sha512:{}", {
+        use sha2::Digest as _;
+        sha2::Sha512::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    })
+    .parse()
+    .unwrap();
+
+    // POST with digest-algorithm: the algorithm rides in the location.
+    let r = h
+        .req(
+            Method::POST,
+            "/v2/a/blobs/uploads/?digest-algorithm=sha512",
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let loc = r.h("location").to_string();
+    assert!(loc.ends_with("?digest-algorithm=sha512"), "{loc}");
+    let r = h.req(Method::PATCH, &loc, &[], data).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let loc = r.h("location").to_string();
+    assert!(loc.ends_with("?digest-algorithm=sha512"), "{loc}");
+    // A sha256 digest closing a sha512 upload is refused (and the upload stays open).
+    let d256 = Digest::sha256_of(data);
+    let r = h
+        .req(Method::PUT, &format!("{loc}&digest={d256}"), &[], b"")
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+    let r = h.req(Method::GET, &loc, &[], b"").await;
+    assert_eq!((r.status, r.h("range")), (StatusCode::NO_CONTENT, "0-13"));
+    let r = h
+        .req(Method::PUT, &format!("{loc}&digest={d512}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = h
+        .req(Method::GET, &format!("/v2/a/blobs/{d512}"), &[], b"")
+        .await;
+    assert_eq!(&r.body[..], data);
+    let r = h
+        .req(
+            Method::POST,
+            "/v2/a/blobs/uploads/?digest-algorithm=md5",
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+    );
+
+    // Cancel an upload: 204, then it is gone.
+    let r = h.req(Method::POST, "/v2/a/blobs/uploads/", &[], b"").await;
+    let loc = r.h("location").to_string();
+    h.req(Method::PATCH, &loc, &[], b"partial").await;
+    let r = h.req(Method::DELETE, &loc, &[], b"").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h.req(Method::GET, &loc, &[], b"").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN")
+    );
+    assert!(all_files(&dir.path().join("uploads")).is_empty());
+
+    // Manifest by digest with tags.
+    let cd = h.push_blob("a", b"{}").await;
+    let ld = h.push_blob("a", b"\0asm\x01\0\0\0").await;
+    let m = manifest(&cd, 2, &ld, 8, None);
+    let md = Digest::sha256_of(&m);
+    let r = h
+        .req(
+            Method::PUT,
+            &format!("/v2/a/manifests/{md}?tag=1.0&tag=latest"),
+            &[],
+            &m,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.h("oci-tag"), "1.0, latest");
+    let r = h.req(Method::GET, "/v2/a/tags/list", &[], b"").await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["1.0", "latest"]));
+    let r = h.req(Method::HEAD, "/v2/a/manifests/1.0", &[], b"").await;
+    assert_eq!(r.h("docker-content-digest"), md.to_string());
+    // Tags with a tag reference, or an invalid tag: refused, nothing tagged.
+    for path in [
+        "/v2/a/manifests/v9?tag=x".to_string(),
+        format!("/v2/a/manifests/{md}?tag=ok&tag=.bad"),
+    ] {
+        let r = h.req(Method::PUT, &path, &[], &m).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    let too_many: String = (0..101).map(|i| format!("tag=t{i}&")).collect();
+    let r = h
+        .req(
+            Method::PUT,
+            &format!("/v2/a/manifests/{md}?{too_many}"),
+            &[],
+            &m,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::URI_TOO_LONG);
+    let r = h.req(Method::GET, "/v2/a/tags/list", &[], b"").await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["1.0", "latest"]));
+}
+
+#[tokio::test]
+async fn gc_keeps_everything_referenced_including_subjects_and_index_entries() {
+    use std::time::Duration;
+    use wasmesh_registry::cli;
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), None, None).await;
+    // An artifact M, a referrer R whose subject is M, then M deleted from the repository:
+    // R still names M, so M and its blobs stay.
+    let cd = h.push_blob("a", b"{}").await;
+    let ld = h.push_blob("a", b"\0asm\x01\0\0\0m").await;
+    let m = manifest(&cd, 2, &ld, 9, None);
+    let md = Digest::sha256_of(&m);
+    h.req(Method::PUT, "/v2/a/manifests/v1", &[], &m).await;
+    let sig_layer = h.push_blob("a", b"signature").await;
+    let referrer = manifest(&cd, 2, &sig_layer, 9, Some((&md, m.len())));
+    let r = h
+        .req(Method::PUT, "/v2/a/manifests/sig", &[], &referrer)
+        .await;
+    assert_eq!(r.h("oci-subject"), md.to_string());
+    let r = h
+        .req(Method::DELETE, &format!("/v2/a/manifests/{md}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+
+    // An index in repository b naming manifest N, N then deleted: N and its layer stay.
+    let nl = h.push_blob("b", b"\0asm\x01\0\0\0n").await;
+    let n = manifest(&cd, 2, &nl, 9, None);
+    let nd = Digest::sha256_of(&n);
+    h.req(Method::PUT, &format!("/v2/b/manifests/{nd}"), &[], &n)
+        .await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": nd.to_string(), "size": n.len()}]
+    }))
+    .unwrap();
+    let r = h.req(Method::PUT, "/v2/b/manifests/idx", &[], &index).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    h.req(Method::DELETE, &format!("/v2/b/manifests/{nd}"), &[], b"")
+        .await;
+
+    // Garbage: an orphan blob and an abandoned upload.
+    let orphan = h.push_blob("a", b"orphan").await;
+    let r = h.req(Method::POST, "/v2/a/blobs/uploads/", &[], b"").await;
+    h.req(Method::PATCH, r.h("location"), &[], b"partial").await;
+    let blob = |d: &Digest| dir.path().join("blobs/sha256").join(d.hex());
+
+    // Young garbage is spared; a dry run removes nothing.
+    let line = cli::gc(dir.path(), Duration::from_secs(3600), false).unwrap();
+    assert!(line.contains("removed 0 blobs"), "{line}");
+    assert!(line.contains("1 unreferenced younger"), "{line}");
+    let line = cli::gc(dir.path(), Duration::ZERO, true).unwrap();
+    assert!(
+        line.starts_with("gc: would remove 1 blobs (6 bytes)"),
+        "{line}"
+    );
+    assert!(line.ends_with("would remove 1 stale uploads"), "{line}");
+    assert!(blob(&orphan).exists());
+
+    let line = cli::gc(dir.path(), Duration::ZERO, false).unwrap();
+    assert!(
+        line.starts_with("gc: removed 1 blobs (6 bytes), kept 8 referenced"),
+        "{line}"
+    );
+    assert!(!blob(&orphan).exists());
+    assert!(all_files(&dir.path().join("uploads")).is_empty());
+    for kept in [&cd, &ld, &md, &sig_layer, &nl, &nd] {
+        assert!(blob(kept).exists(), "{kept} must survive gc");
+    }
+    // Everything kept is still served.
+    let r = h
+        .req(Method::GET, &format!("/v2/a/blobs/{ld}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(cli::gc(&dir.path().join("nothing-here"), Duration::ZERO, false).is_err());
 }
