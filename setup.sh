@@ -37,6 +37,10 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import oras.provider' >/d
     echo "setup: please install pip, then: python3 -m pip install oras==0.2.43" >&2
   fi
 fi
-# The stock filters, for the demo's filter chain (tests build their own copies).
-cargo build --release --quiet --target wasm32-wasip1 -p wasmesh-filter-headers
+# The stock filters, published to the demo's embedded registry (tests build their own copies).
+packages=()
+for manifest in filters/*/Cargo.toml; do
+  packages+=(-p "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)")
+done
+cargo build --release --quiet --target wasm32-wasip1 "${packages[@]}"
 echo "setup: ok"

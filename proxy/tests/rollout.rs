@@ -12,10 +12,14 @@ use std::time::Duration;
 use http::StatusCode;
 use support::*;
 
-/// Listener `main` runs chain `edge` (route `/`); route `/strict` adds chain `strict`.
-fn config(upstream: SocketAddr, edge: &str, strict: &str) -> String {
+/// Listener `main` runs chain `edge` (route `/`); route `/strict` adds chain `strict`. Pulled
+/// modules go to a cache of this test's own (a remembered tag must not leak between runs whose
+/// registries happened to get the same port).
+fn config(cache: &std::path::Path, upstream: SocketAddr, edge: &str, strict: &str) -> String {
     format!(
         r#"
+registry:
+  cache_dir: "{cache}"
 listeners:
   - name: main
     address: "127.0.0.1:0"
@@ -46,7 +50,8 @@ filter_chains:
 {strict}
 admin:
   address: "127.0.0.1:0"
-"#
+"#,
+        cache = cache.display()
     )
 }
 
@@ -74,7 +79,9 @@ async fn a_followed_tag_rolls_out_the_new_module() {
     let v1 = push(&tag, &stamp_module("v1")).await;
 
     let upstream = Upstream::named("up").await;
+    let cache = tempfile::tempdir().expect("cache dir");
     let proxy = Proxy::start(&config(
+        cache.path(),
         upstream.addr,
         &oci_plugin(
             "stamp",
@@ -106,7 +113,7 @@ async fn a_followed_tag_rolls_out_the_new_module() {
 
 // The registry serves from this runtime while `Proxy::start` blocks waiting for the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pinned_digest_must_match_and_an_unfollowed_tag_stays_put() {
+async fn pins_digests_and_pull_policies() {
     let dir = tempfile::tempdir().expect("dir");
     let registry = registry(&dir.path().join("registry")).await;
     let host = registry.local_addr();
@@ -114,28 +121,58 @@ async fn a_pinned_digest_must_match_and_an_unfollowed_tag_stays_put() {
     let v1 = push(&tag, &stamp_module("v1")).await;
 
     let upstream = Upstream::named("up").await;
-    let pinned = oci_plugin("stamp", &tag, &format!("        sha256: {v1}\n"));
-    let proxy = Proxy::start(&config(upstream.addr, &pinned, ""));
-    let addr = proxy.addr("main");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let proxy = Proxy::start(&config(
+        cache.path(),
+        upstream.addr,
+        &oci_plugin("stamp", &tag, ""),
+        "",
+    ));
+    let (addr, admin) = (proxy.addr("main"), proxy.admin.expect("admin"));
     assert_eq!(stamps(addr, "/").await.1, ["v1"]);
 
-    // By digest reference too.
-    let by_digest = format!("oci://{host}/filters/stamp@{v1}");
-    let admin = proxy.admin.expect("admin");
-    let document = format!("plugins:\n  - name: stamp\n    source: \"{by_digest}\"\n");
-    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &document);
+    // The tag moves. An if_not_present plugin keeps the module it has, even through a reload
+    // that rebuilds it (here: a new name, so a new plugin instance).
+    push(&tag, &stamp_module("v2")).await;
+    let document = |name: &str, extra: &str| {
+        format!("plugins:\n  - name: {name}\n    source: \"{tag}\"\n{extra}")
+    };
+    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &document("again", ""));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        stamps(addr, "/").await.1,
+        ["v1"],
+        "if_not_present stays put"
+    );
+
+    // always asks the registry: the moved tag is picked up.
+    let (status, body) = admin_call(
+        admin,
+        "PUT",
+        "/chains/edge",
+        &document("always", "    pull_policy: always\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stamps(addr, "/").await.1, ["v2"]);
+
+    // A pin names the manifest: it wins over where the tag points now...
+    let pinned = document("pinned", &format!("    sha256: {v1}\n"));
+    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &pinned);
     assert_eq!(status, 200, "{body}");
     assert_eq!(stamps(addr, "/").await.1, ["v1"]);
 
-    // A pin the registry's manifest does not have is refused.
-    push(&tag, &stamp_module("v2")).await;
-    let wrong = format!(
-        "plugins:\n  - name: stamp\n    source: \"{tag}\"\n    sha256: {}\n",
-        v1.trim_start_matches("sha256:")
-    );
-    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &wrong);
+    // ...as does a digest reference...
+    let by_digest =
+        format!("plugins:\n  - name: stamp\n    source: \"oci://{host}/filters/stamp@{v1}\"\n");
+    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &by_digest);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stamps(addr, "/").await.1, ["v1"]);
+
+    // ...and a pin the registry does not have is refused; the running chain stays.
+    let missing = document("missing", &format!("    sha256: {}\n", "0".repeat(64)));
+    let (status, body) = admin_call(admin, "PUT", "/chains/edge", &missing);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("but the plugin pins"), "{body}");
+    assert!(body.contains("pulling"), "{body}");
     assert_eq!(stamps(addr, "/").await.1, ["v1"]);
     registry.shutdown().await;
 }
@@ -161,9 +198,10 @@ async fn a_registry_down_at_start_up_applies_each_plugins_failure_policy() {
         &format!("        failure_policy: fail_closed\n{retry}"),
     );
     let upstream = Upstream::named("up").await;
+    let cache = tempfile::tempdir().expect("cache dir");
     let proxy = Proxy::start_in(
         tempfile::tempdir().expect("dir"),
-        &config(upstream.addr, &edge, &strict),
+        &config(cache.path(), upstream.addr, &edge, &strict),
     );
     let addr = proxy.addr("main");
     // Serving at once: fail_open skips its plugin, fail_closed refuses its route.
@@ -214,7 +252,9 @@ async fn a_hundred_chain_swaps_under_load_fail_no_request() {
         )
     };
     let upstream = Upstream::named("up").await;
+    let cache = tempfile::tempdir().expect("cache dir");
     let proxy = Proxy::start(&config(
+        cache.path(),
         upstream.addr,
         &oci_plugin("stamp", &sources[0], ""),
         "",

@@ -1,10 +1,13 @@
 //! Where a plugin's module comes from: a file (`file://PATH`) or an OCI registry
 //! (`oci://HOST/REPO:TAG`, `oci://HOST/REPO@sha256:…`), pulled with every digest verified.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
-use wasmesh_registry::client::ImageRef;
+use wasmesh_registry::cache::{ModuleCache, PullPolicy};
+use wasmesh_registry::client::{Client, ClientConfig, Credentials, ImageRef};
+use wasmesh_registry::store::Digest;
 
 use crate::config;
 
@@ -44,29 +47,25 @@ pub enum SourceError {
         reference: String,
         timeout: Duration,
     },
-    #[error("{reference} has manifest digest {actual}, but the plugin pins {expected}")]
-    Pin {
-        reference: String,
-        expected: String,
-        actual: String,
-    },
+    #[error("registry settings: {0}")]
+    Registry(String),
     #[error("{0:?} is not a plugin source: use file://PATH or oci://HOST/REPO:TAG")]
     Unsupported(String),
 }
 
-/// Fetches modules for one configuration's `registry` settings.
+/// Fetches modules for one configuration's `registry` settings: `file://` from disk,
+/// `oci://` through the registry client and the on-disk module cache (so an `if_not_present`
+/// plugin starts without its registry once pulled).
 pub struct Sources {
     settings: config::Registry,
-    token: Option<String>,
+    registry: Result<(Client, ModuleCache), String>,
 }
 
 impl Sources {
     pub fn new(settings: &config::Registry) -> Sources {
         Sources {
             settings: settings.clone(),
-            token: std::env::var("WASMESH_REGISTRY_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            registry: registry_client(settings),
         }
     }
 
@@ -75,7 +74,8 @@ impl Sources {
         self.settings == *settings
     }
 
-    /// Reads or pulls a plugin's module.
+    /// Reads or pulls a plugin's module. A followed tag always asks the registry which digest
+    /// it names; otherwise the plugin's pull policy decides.
     pub async fn fetch(&self, plugin: &config::Plugin) -> Result<Module, SourceError> {
         if let Some(path) = plugin.source.strip_prefix("file://") {
             let wasm = tokio::fs::read(path)
@@ -89,28 +89,34 @@ impl Sources {
         let Some(reference) = plugin.source.strip_prefix("oci://") else {
             return Err(SourceError::Unsupported(plugin.source.clone()));
         };
-        let (digest, wasm) = self
-            .bounded(
-                reference,
-                wasmesh_registry::client::pull(reference, self.token.as_deref()),
-            )
-            .await?;
-        let digest = digest.to_string();
-        if let Some(pin) = &plugin.sha256 {
-            let expected = if pin.starts_with("sha256:") {
-                pin.clone()
-            } else {
-                format!("sha256:{pin}")
-            };
-            if expected != digest {
-                return Err(SourceError::Pin {
+        let (client, cache) = self.registry()?;
+        let image = parse(reference)?;
+        let pin = match &plugin.sha256 {
+            Some(pin) => {
+                let digest = if pin.starts_with("sha256:") {
+                    pin.clone()
+                } else {
+                    format!("sha256:{pin}")
+                };
+                Some(digest.parse::<Digest>().map_err(|e| SourceError::Pull {
                     reference: reference.to_string(),
-                    expected,
-                    actual: digest,
-                });
+                    message: e.to_string(),
+                })?)
             }
-        }
-        Ok(Module::new(wasm, Some(digest)))
+            None => None,
+        };
+        let policy = if plugin.follow || plugin.pull_policy == config::PullPolicy::Always {
+            PullPolicy::Always
+        } else {
+            PullPolicy::IfNotPresent
+        };
+        let fetched = self
+            .bounded(reference, cache.fetch(client, &image, policy, pin.as_ref()))
+            .await?;
+        Ok(Module::new(
+            fetched.wasm,
+            Some(fetched.manifest_digest.to_string()),
+        ))
     }
 
     /// Asks the registry which manifest digest a followed tag names now.
@@ -118,13 +124,19 @@ impl Sources {
         let reference = source
             .strip_prefix("oci://")
             .ok_or_else(|| SourceError::Unsupported(source.to_string()))?;
+        let (client, cache) = self.registry()?;
+        let image = parse(reference)?;
         let digest = self
-            .bounded(
-                reference,
-                wasmesh_registry::client::resolve(reference, self.token.as_deref()),
-            )
+            .bounded(reference, cache.resolve_tag(client, &image))
             .await?;
         Ok(digest.to_string())
+    }
+
+    fn registry(&self) -> Result<(&Client, &ModuleCache), SourceError> {
+        match &self.registry {
+            Ok((client, cache)) => Ok((client, cache)),
+            Err(message) => Err(SourceError::Registry(message.clone())),
+        }
     }
 
     async fn bounded<T, E: std::fmt::Display>(
@@ -144,6 +156,36 @@ impl Sources {
             }),
         }
     }
+}
+
+fn parse(reference: &str) -> Result<ImageRef, SourceError> {
+    ImageRef::parse(reference).map_err(|e| SourceError::Pull {
+        reference: reference.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The client and cache for these settings; an error (an unreadable credentials file, say)
+/// is reported when an `oci://` plugin needs them, naming the setting.
+fn registry_client(settings: &config::Registry) -> Result<(Client, ModuleCache), String> {
+    let credentials = Credentials::load(
+        settings.auth_file.as_deref().map(Path::new),
+        std::env::var("WASMESH_REGISTRY_TOKEN").ok(),
+    )
+    .map_err(|e| format!("registry.auth_file: {e}"))?;
+    let client = Client::new(ClientConfig {
+        insecure: settings.insecure.clone(),
+        ca_file: settings.ca_file.as_ref().map(PathBuf::from),
+        credentials,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| format!("registry: {e}"))?;
+    let dir = settings
+        .cache_dir
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| super::chain::cache_dir().join("oci"));
+    Ok((client, ModuleCache::new(dir)))
 }
 
 /// Whether `source` names a registry tag (something that can move).
