@@ -25,10 +25,3 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 pub fn incoming(body: hyper::body::Incoming) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
 }
-
-/// A body that is only trailers (what is left of a body whose data already went out).
-pub fn trailers_only(trailers: http::HeaderMap) -> ProxyBody {
-    let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> =
-        vec![Ok(http_body::Frame::trailers(trailers))];
-    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
-}

@@ -227,6 +227,8 @@ async fn route_and_forward(
     };
 
     let policy = route.retry.as_ref();
+    // A filter answering from a request body or trailers callback leaves its answer here.
+    let answered = filter::body::Answer::default();
     let incoming = if streams.is_empty() || incoming.is_end_stream() {
         body::incoming(incoming)
     } else {
@@ -237,6 +239,7 @@ async fn route_and_forward(
             streams.clone(),
             filter::Direction::Request,
             attributes.clone(),
+            Some(answered.clone()),
         )
     };
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
@@ -266,6 +269,17 @@ async fn route_and_forward(
         flags: response_flags::UPSTREAM_REQUEST_TIMEOUT,
     });
     let (mut response, upstream_upgrade) = (sent.response, sent.upgrade);
+    let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(local) = local {
+        // A request filter answered from its body: its answer stands, whatever the upstream
+        // (which saw the request body cut short) said.
+        let response = local_response(local);
+        if let Some(attributes) = &attributes {
+            attributes.record_response(response.status().as_u16(), 0, None);
+        }
+        let response = hold_until_done(response, Box::new(streams));
+        return (route_name, response);
+    }
     if !streams.is_empty() {
         let mut pairs = filter::response_pairs(response.status(), response.headers());
         let end_of_stream = response.body().is_end_stream();
@@ -284,7 +298,13 @@ async fn route_and_forward(
                     response.headers_mut().remove(header::CONTENT_LENGTH);
                     let (streams, attributes) = (streams.clone(), attributes.clone());
                     response = response.map(|b| {
-                        filter::filter_body(b, streams, filter::Direction::Response, attributes)
+                        filter::filter_body(
+                            b,
+                            streams,
+                            filter::Direction::Response,
+                            attributes,
+                            None,
+                        )
                     });
                 }
             }

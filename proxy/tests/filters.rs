@@ -346,3 +346,166 @@ async fn on_log_sees_the_whole_exchange() {
         "plain TCP has no TLS version"
     );
 }
+
+type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// A body of `data` followed by `trailers` (none if empty).
+fn body_with_trailers(data: &'static [u8], trailers: &[(&'static str, &'static str)]) -> TestBody {
+    use http_body_util::BodyExt;
+    let mut frames = vec![Ok(http_body::Frame::data(bytes::Bytes::from_static(data)))];
+    if !trailers.is_empty() {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in trailers {
+            map.insert(*k, http::HeaderValue::from_static(v));
+        }
+        frames.push(Ok(http_body::Frame::trailers(map)));
+    }
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// An h2c upstream that records the request's trailers and answers `pong` with trailer
+/// `x-up-trailer: u`.
+async fn trailer_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let collected = req.into_body().collect().await.expect("body");
+                            *record.lock().expect("seen") = collected.trailers().cloned();
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                body_with_trailers(b"pong", &[("x-up-trailer", "u")]),
+                            ))
+                        }
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `body` over h2c with `headers`; returns (status, response headers, body, trailers).
+async fn h2c_exchange(
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+    body: TestBody,
+) -> (
+    StatusCode,
+    http::HeaderMap,
+    bytes::Bytes,
+    Option<http::HeaderMap>,
+) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    let mut builder = http::Request::post(format!("http://t:{}/up", addr.port()));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = sender
+        .send_request(builder.body(body).expect("request"))
+        .await
+        .expect("response");
+    let (parts, incoming) = response.into_parts();
+    let collected = incoming.collect().await.expect("response body");
+    let trailers = collected.trailers().cloned();
+    (parts.status, parts.headers, collected.to_bytes(), trailers)
+}
+
+fn h2_config(upstream: std::net::SocketAddr) -> String {
+    config_with_chain(upstream, "fail_closed", "")
+        .replace("    endpoints: [", "    protocol: http2\n    endpoints: [")
+}
+
+/// Trailers reach the filters' trailer callbacks both ways, in Envoy's order, and what the
+/// filters make of them is what the peers get.
+#[tokio::test]
+async fn trailers_go_through_the_filters_both_ways() {
+    let (upstream, seen) = trailer_upstream().await;
+    let proxy = Proxy::start(&h2_config(upstream));
+    let (status, _, body, trailers) = h2c_exchange(
+        proxy.addr("main"),
+        &[],
+        body_with_trailers(b"ping", &[("x-client-trailer", "c")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"pong");
+    let upstream_trailers = seen
+        .lock()
+        .expect("seen")
+        .clone()
+        .expect("request trailers");
+    assert_eq!(upstream_trailers["x-client-trailer"], "c");
+    assert_eq!(upstream_trailers["x-probe-trailer"], "request");
+    let trailers = trailers.expect("response trailers");
+    assert_eq!(trailers["x-up-trailer"], "u");
+    assert_eq!(trailers["x-probe-trailer"], "response");
+}
+
+/// A filter may add trailers in its last body callback of a body that had none.
+#[tokio::test]
+async fn a_filter_adds_trailers_to_a_body_that_had_none() {
+    let (upstream, seen) = trailer_upstream().await;
+    let proxy = Proxy::start(&h2_config(upstream));
+    let (status, ..) = h2c_exchange(
+        proxy.addr("main"),
+        &[("x-probe-body-trailer", "1")],
+        body_with_trailers(b"ping", &[]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let upstream_trailers = seen.lock().expect("seen").clone().expect("added trailers");
+    assert_eq!(upstream_trailers["x-probe-added"], "body");
+}
+
+/// A filter that answers from its request body callback (having buffered the body) gets its
+/// answer to the client, over both protocols; a body it lets through reaches the upstream.
+#[tokio::test]
+async fn a_filter_answers_from_the_request_body() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    for h2 in [false, true] {
+        let mut denied = request("POST", "/in", &[("x-probe-body-deny", "forbidden")]);
+        *denied.body_mut() =
+            http_body_util::Full::new(bytes::Bytes::from_static(b"some forbidden words"));
+        let got = send(proxy.addr("main"), denied, h2).await;
+        assert_eq!(got.status, StatusCode::FORBIDDEN, "h2={h2}");
+        assert_eq!(got.text(), "body denied");
+        assert_eq!(got.header("x-probe-denied"), Some("body"));
+
+        let mut allowed = request("POST", "/in", &[("x-probe-body-deny", "forbidden")]);
+        *allowed.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"kind words"));
+        let hits = upstream.hits();
+        let got = send(proxy.addr("main"), allowed, h2).await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}");
+        assert_eq!(upstream.hits(), hits + 1);
+        assert_eq!(&upstream.last_seen().body[..], b"kind words");
+    }
+}

@@ -1,29 +1,49 @@
-//! Bodies through the filters' body callbacks (`proxy_on_request_body`,
-//! `proxy_on_response_body`), chunk by chunk, with Envoy's buffering semantics.
+//! Bodies and trailers through the filters' callbacks (`proxy_on_request_body`,
+//! `proxy_on_request_trailers`, and their response forms), chunk by chunk, in Envoy's order.
+//!
+//! - Each data frame goes through the filters with `end_of_stream` false. A filter that
+//!   returns `Pause` has its input buffered and is called again with everything buffered when
+//!   more arrives (Envoy's `StopIterationAndBuffer`); what it leaves in the buffer when it
+//!   continues is what flows on.
+//! - A body that ends without trailers gives every filter a last call with `end_of_stream`
+//!   true, where a filter may still add trailers (they are sent after the data).
+//! - Trailers go to each filter in turn: any data reaching it first, then its trailers
+//!   callback, then whatever it held flows on with the trailers. Pausing on trailers is not
+//!   supported here (a body is a pull-based stream): it counts as continuing.
+//! - A request filter answering itself (`proxy_send_local_response`) from a body or trailers
+//!   callback stops the upstream request; its answer is what the client gets. In the response
+//!   direction the headers are already gone, so that stream is reset instead.
+//! - A failing fail-closed filter aborts the body (the peer sees a reset); a fail-open one is
+//!   bypassed from then on.
 
-use wasmesh_host::{Action, FailurePolicy};
+use std::sync::{Arc, Mutex};
 
-use super::{SharedStream, lock};
+use http::HeaderMap;
+use wasmesh_host::{Action, FailurePolicy, HeaderMap as Pairs, HttpStream, LocalResponse};
+
+use super::pairs::{apply_pairs, push_headers};
+use super::{RequestAttributes, SharedStream, lock};
 
 /// Which way a body flows, and so which callbacks see it and in what order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// Request bodies: `proxy_on_request_body`, in chain order.
+    /// Request bodies: `proxy_on_request_body`/`_trailers`, in chain order.
     Request,
-    /// Response bodies: `proxy_on_response_body`, in reverse order.
+    /// Response bodies: `proxy_on_response_body`/`_trailers`, in reverse order.
     Response,
 }
 
-/// Passes a body through the filters' body callbacks chunk by chunk. A filter that returns
-/// `Pause` before the end has its input buffered and is called again with everything buffered
-/// when more arrives (Envoy's `StopIterationAndBuffer`); what it leaves in the buffer when it
-/// continues is what flows on. A failing fail-closed filter aborts the body (the peer sees a
-/// reset); a fail-open one is bypassed. Trailers pass through untouched.
+/// Where a request filter's local answer, given from a body or trailers callback, waits for
+/// the forwarding path to send it instead of the upstream's.
+pub type Answer = Arc<Mutex<Option<LocalResponse>>>;
+
+/// Runs `body` through the filters of `streams` (in chain order; reversed here for responses).
 pub fn filter_body(
     body: crate::body::ProxyBody,
     streams: Vec<SharedStream>,
     direction: Direction,
-    attributes: Option<std::sync::Arc<super::RequestAttributes>>,
+    attributes: Option<Arc<RequestAttributes>>,
+    answer: Option<Answer>,
 ) -> crate::body::ProxyBody {
     use http_body_util::BodyExt;
     let mut streams = streams;
@@ -39,6 +59,8 @@ pub fn filter_body(
         direction,
         finished: false,
         attributes,
+        answer,
+        pending_trailers: None,
     }
     .boxed_unsync()
 }
@@ -53,11 +75,57 @@ pin_project_lite::pin_project! {
         direction: Direction,
         finished: bool,
         // Where the body's size is counted (`request.size`, `response.size`).
-        attributes: Option<std::sync::Arc<super::RequestAttributes>>,
+        attributes: Option<Arc<RequestAttributes>>,
+        answer: Option<Answer>,
+        // Trailers already through the filters, sent after the last data frame.
+        pending_trailers: Option<HeaderMap>,
     }
 }
 
-/// Runs `data` through filters `0..` of the chain; `None` means a filter is buffering it.
+/// Why a body stops flowing.
+enum Stop {
+    /// A fail-closed filter failed.
+    Failed(String),
+    /// A filter answered itself.
+    Answered(LocalResponse),
+}
+
+/// One filter's body callback over `input`; returns what flows on, or `None` while it buffers.
+fn body_callback(
+    s: &mut HttpStream,
+    direction: Direction,
+    input: Vec<u8>,
+    end_of_stream: bool,
+) -> (Result<Action, wasmesh_host::FilterFailure>, Vec<u8>) {
+    match direction {
+        Direction::Request => {
+            s.data.request_body = input;
+            let r = s.on_request_body(end_of_stream);
+            (r, std::mem::take(&mut s.data.request_body))
+        }
+        Direction::Response => {
+            s.data.response_body = input;
+            let r = s.on_response_body(end_of_stream);
+            (r, std::mem::take(&mut s.data.response_body))
+        }
+    }
+}
+
+/// A callback failed: a fail-closed filter stops the body, a fail-open one is bypassed.
+fn failed(
+    s: &HttpStream,
+    failure: wasmesh_host::FilterFailure,
+    index: usize,
+    bypass: &mut Vec<usize>,
+) -> Result<(), Stop> {
+    if s.plugin().failure_policy() == FailurePolicy::FailClosed {
+        return Err(Stop::Failed(failure.to_string()));
+    }
+    bypass.push(index);
+    Ok(())
+}
+
+/// Runs `data` through the chain; `None` means a filter is buffering it.
 fn run_chain(
     streams: &[SharedStream],
     buffers: &mut [Vec<u8>],
@@ -65,7 +133,7 @@ fn run_chain(
     direction: Direction,
     mut data: Vec<u8>,
     end_of_stream: bool,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, Stop> {
     for (i, stream) in streams.iter().enumerate() {
         if bypass.contains(&i) {
             continue;
@@ -73,35 +141,109 @@ fn run_chain(
         let mut s = lock(stream);
         let mut input = std::mem::take(&mut buffers[i]);
         input.extend_from_slice(&data);
-        let result = match direction {
-            Direction::Request => {
-                s.data.request_body = input;
-                let r = s.on_request_body(end_of_stream);
-                data = std::mem::take(&mut s.data.request_body);
-                r
-            }
-            Direction::Response => {
-                s.data.response_body = input;
-                let r = s.on_response_body(end_of_stream);
-                data = std::mem::take(&mut s.data.response_body);
-                r
-            }
-        };
+        let (result, out) = body_callback(&mut s, direction, input, end_of_stream);
+        data = out;
+        if let Some(local) = s.take_local_response() {
+            return Err(Stop::Answered(local));
+        }
         match result {
             Ok(Action::Pause) if !end_of_stream => {
                 buffers[i] = data;
                 return Ok(None);
             }
             Ok(_) => {}
-            Err(failure) => {
-                if s.plugin().failure_policy() == FailurePolicy::FailClosed {
-                    return Err(failure.to_string());
-                }
-                bypass.push(i);
-            }
+            Err(failure) => failed(&s, failure, i, bypass)?,
         }
     }
     Ok(Some(data))
+}
+
+/// Trailers through the chain (see the module docs); returns the data that flows out before
+/// them and the trailers as the filters left them.
+fn run_trailers(
+    streams: &[SharedStream],
+    buffers: &mut [Vec<u8>],
+    bypass: &mut Vec<usize>,
+    direction: Direction,
+    trailers: &HeaderMap,
+) -> Result<(Vec<u8>, Pairs), Stop> {
+    let mut pairs = Vec::with_capacity(trailers.len());
+    push_headers(&mut pairs, trailers);
+    let mut data: Vec<u8> = Vec::new();
+    for (i, stream) in streams.iter().enumerate() {
+        if bypass.contains(&i) {
+            continue;
+        }
+        let mut s = lock(stream);
+        if !data.is_empty() {
+            let mut input = std::mem::take(&mut buffers[i]);
+            input.extend_from_slice(&data);
+            let (result, out) = body_callback(&mut s, direction, input, false);
+            if let Some(local) = s.take_local_response() {
+                return Err(Stop::Answered(local));
+            }
+            match result {
+                // Held until its trailers callback lets it go.
+                Ok(Action::Pause) => {
+                    buffers[i] = out;
+                    data = Vec::new();
+                }
+                Ok(Action::Continue) => data = out,
+                Err(failure) => {
+                    data = out;
+                    failed(&s, failure, i, bypass)?;
+                    continue;
+                }
+            }
+        }
+        let result = match direction {
+            Direction::Request => {
+                s.data.request_trailers = std::mem::take(&mut pairs);
+                let r = s.on_request_trailers();
+                s.unpark();
+                pairs = std::mem::take(&mut s.data.request_trailers);
+                r
+            }
+            Direction::Response => {
+                s.data.response_trailers = std::mem::take(&mut pairs);
+                let r = s.on_response_trailers();
+                s.unpark();
+                pairs = std::mem::take(&mut s.data.response_trailers);
+                r
+            }
+        };
+        if let Some(local) = s.take_local_response() {
+            return Err(Stop::Answered(local));
+        }
+        if let Err(failure) = result {
+            failed(&s, failure, i, bypass)?;
+        }
+        // What this filter held flows on, ahead of anything behind it.
+        let mut held = std::mem::take(&mut buffers[i]);
+        held.extend_from_slice(&data);
+        data = held;
+    }
+    Ok((data, pairs))
+}
+
+/// Trailers the filters added in their last body callback of a body that had none.
+fn added_trailers(streams: &[SharedStream], direction: Direction) -> Pairs {
+    let mut pairs = Vec::new();
+    for stream in streams {
+        let mut s = lock(stream);
+        let added = match direction {
+            Direction::Request => std::mem::take(&mut s.data.request_trailers),
+            Direction::Response => std::mem::take(&mut s.data.response_trailers),
+        };
+        pairs.extend(added);
+    }
+    pairs
+}
+
+fn to_header_map(pairs: &Pairs) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    apply_pairs(pairs, &mut map);
+    map
 }
 
 impl http_body::Body for BodyFilter {
@@ -115,6 +257,9 @@ impl http_body::Body for BodyFilter {
         use std::task::Poll;
         let mut this = self.project();
         loop {
+            if let Some(trailers) = this.pending_trailers.take() {
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+            }
             if *this.finished {
                 return Poll::Ready(None);
             }
@@ -122,59 +267,103 @@ impl http_body::Body for BodyFilter {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(frame) => frame,
             };
-            let (data, eos, trailers) = match frame {
+            let direction = *this.direction;
+            let outcome = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => (data.to_vec(), false, None),
+                    Ok(data) => {
+                        if direction == Direction::Request
+                            && let Some(attributes) = this.attributes.as_ref()
+                        {
+                            attributes.count_request_bytes(data.len());
+                        }
+                        run_chain(
+                            this.streams,
+                            this.buffers,
+                            this.bypass,
+                            direction,
+                            data.to_vec(),
+                            false,
+                        )
+                        .map(|out| out.map(|data| (data, None)))
+                    }
                     Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => (Vec::new(), true, Some(trailers)),
+                        Ok(trailers) => {
+                            *this.finished = true;
+                            run_trailers(
+                                this.streams,
+                                this.buffers,
+                                this.bypass,
+                                direction,
+                                &trailers,
+                            )
+                            .map(|(data, pairs)| Some((data, Some(to_header_map(&pairs)))))
+                        }
                         Err(_) => continue,
                     },
                 },
                 Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                None => (Vec::new(), true, None),
-            };
-            if eos {
-                *this.finished = true;
-            }
-            if *this.direction == Direction::Request
-                && let Some(attributes) = this.attributes.as_ref()
-            {
-                attributes.count_request_bytes(data.len());
-            }
-            match run_chain(
-                this.streams,
-                this.buffers,
-                this.bypass,
-                *this.direction,
-                data,
-                eos,
-            ) {
-                Err(message) => {
-                    tracing::warn!(error = %message, "filter failed on the body; aborting it (fail_closed)");
+                None => {
                     *this.finished = true;
+                    run_chain(
+                        this.streams,
+                        this.buffers,
+                        this.bypass,
+                        direction,
+                        Vec::new(),
+                        true,
+                    )
+                    .map(|out| {
+                        out.map(|data| {
+                            let added = added_trailers(this.streams, direction);
+                            let trailers = (!added.is_empty()).then(|| to_header_map(&added));
+                            (data, trailers)
+                        })
+                    })
+                }
+            };
+            let (out, trailers) = match outcome {
+                Ok(Some(pair)) => pair,
+                Ok(None) => continue,
+                Err(stop) => {
+                    *this.finished = true;
+                    let message = match stop {
+                        Stop::Failed(message) => {
+                            tracing::warn!(error = %message, "filter failed on the body; aborting it (fail_closed)");
+                            message
+                        }
+                        Stop::Answered(local) => match (direction, this.answer.as_ref()) {
+                            (Direction::Request, Some(answer)) => {
+                                *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+                                "a filter answered the request itself".to_string()
+                            }
+                            _ => {
+                                tracing::warn!(
+                                    status = local.status,
+                                    "a filter answered after the response headers were sent; resetting the stream"
+                                );
+                                "a filter answered after the response headers were sent".to_string()
+                            }
+                        },
+                    };
                     return Poll::Ready(Some(Err(message.into())));
                 }
-                Ok(None) => continue,
-                Ok(Some(out)) => {
-                    if *this.direction == Direction::Response
-                        && let Some(attributes) = this.attributes.as_ref()
-                    {
-                        attributes.count_response_bytes(out.len());
-                    }
-                    if let Some(trailers) = trailers {
-                        if out.is_empty() {
-                            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
-                        }
-                        // The last data goes out first; the trailers follow on the next poll.
-                        *this.finished = false;
-                        *this.inner = crate::body::trailers_only(trailers);
-                        return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
-                    }
-                    if out.is_empty() {
-                        continue;
-                    }
+            };
+            if direction == Direction::Response
+                && let Some(attributes) = this.attributes.as_ref()
+            {
+                attributes.count_response_bytes(out.len());
+            }
+            match trailers {
+                Some(trailers) if out.is_empty() => {
+                    return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+                }
+                Some(trailers) => {
+                    // The last data goes out first; the trailers follow on the next poll.
+                    *this.pending_trailers = Some(trailers);
                     return Poll::Ready(Some(Ok(http_body::Frame::data(out.into()))));
                 }
+                None if out.is_empty() => continue,
+                None => return Poll::Ready(Some(Ok(http_body::Frame::data(out.into())))),
             }
         }
     }

@@ -27,6 +27,9 @@
 //!   `x-probe-trailer` to request (`request`) and response (`response`) trailers;
 //! - plugin config `reject`: logs why and fails `on_configure`; any config: prints
 //!   `probe configured` to stdout;
+//! - `x-probe-body-deny: WORD`: buffers the request body and answers 403 `body denied` (header
+//!   `x-probe-denied: body`) from the body callback when WORD is in it;
+//!   `x-probe-body-trailer`: adds request trailer `x-probe-added: body` at the end of the body;
 //! - a root context's `on_done` counts `probe_root_done` in shared data, echoed in
 //!   `x-probe-root-done`;
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
@@ -141,6 +144,8 @@ impl RootContext for ProbeRoot {
             body: false,
             configured_at: self.configured_at,
             log_properties: Vec::new(),
+            deny_word: None,
+            body_trailer: false,
         }))
     }
 
@@ -157,6 +162,10 @@ struct Probe {
     configured_at: Option<Instant>,
     /// Properties to read in `on_log` (`x-probe-log-properties`).
     log_properties: Vec<String>,
+    /// `x-probe-body-deny`: a word that, found in the request body, gets a local 403.
+    deny_word: Option<String>,
+    /// `x-probe-body-trailer`: add a request trailer at the end of the body.
+    body_trailer: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -303,6 +312,8 @@ impl HttpContext for Probe {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
             }
         }
+        self.deny_word = self.get_http_request_header("x-probe-body-deny");
+        self.body_trailer = self.get_http_request_header("x-probe-body-trailer").is_some();
         if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
             self.log_properties = names.split(',').map(str::to_string).collect();
         }
@@ -321,6 +332,20 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(word) = self.deny_word.clone() {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+            if body.windows(word.len().max(1)).any(|w| w == word.as_bytes()) {
+                self.send_http_response(403, vec![("x-probe-denied", "body")], Some(b"body denied"));
+                return Action::Pause;
+            }
+            return Action::Continue;
+        }
+        if self.body_trailer && end_of_stream {
+            self.add_http_request_trailer("x-probe-added", "body");
+        }
         if !self.body {
             return Action::Continue;
         }
