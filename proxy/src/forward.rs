@@ -41,6 +41,8 @@ const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 pub struct ListenerContext {
     pub name: Arc<str>,
     pub route_config: String,
+    /// Set for a TCP listener: its connections are relayed to this cluster.
+    pub tcp_proxy: Option<crate::config::TcpProxy>,
     pub filter_chain: Option<String>,
     pub forward_client_cert: bool,
     pub snapshot: Arc<ArcSwap<Snapshot>>,

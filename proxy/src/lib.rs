@@ -3,7 +3,8 @@
 //! It owns what must be native and fast: listeners ([`listener`]), TLS and mTLS ([`tls`]), the
 //! HTTP/1.1 and HTTP/2 codecs (hyper), route matching ([`route`]), upstream clusters with their
 //! connection pools, load balancers, health checks, outlier detection and circuit breakers
-//! ([`cluster`]), the forwarding path that ties them together ([`forward`]) and the admin API
+//! ([`cluster`]), the forwarding path that ties them together ([`forward`]), TCP proxying
+//! ([`tcp`]) and the admin API
 //! ([`admin`]). Everything else — traffic policy, auth, observability — runs as proxy-wasm filters.
 //!
 //! A running proxy is a [`server::Server`] built from a [`config::Config`]:
@@ -30,5 +31,6 @@ mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tcp;
 pub mod tls;
 pub mod workers;

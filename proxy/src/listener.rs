@@ -125,6 +125,10 @@ async fn serve_connection(
     match &running.tls {
         None => {
             let info = ConnectionInfo::new(peer, local, None);
+            if let Some(proxy) = &running.context.tcp_proxy {
+                watched_tcp(tcp, &info, running, proxy, watcher).await;
+                return Ok(());
+            }
             serve_http(tcp, info, None, running, watcher).await
         }
         Some(acceptor) => {
@@ -160,9 +164,28 @@ async fn serve_connection(
                 }),
             };
             let info = ConnectionInfo::new(peer, local, Some(Arc::new(tls)));
+            if let Some(proxy) = &running.context.tcp_proxy {
+                watched_tcp(stream, &info, running, proxy, watcher).await;
+                return Ok(());
+            }
             serve_http(stream, info, alpn.as_deref(), running, watcher).await
         }
     }
+}
+
+/// A TCP-proxied connection; a graceful shutdown waits for it like any other (up to the
+/// drain timeout), since the watcher lives as long as it does.
+async fn watched_tcp<IO>(
+    io: IO,
+    info: &ConnectionInfo,
+    running: &Running,
+    proxy: &config::TcpProxy,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _watching = watcher;
+    crate::tcp::serve(io, info, &running.context, proxy).await;
 }
 
 async fn serve_http<IO>(

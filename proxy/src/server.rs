@@ -187,7 +187,8 @@ impl Control {
             tls: bound.tls,
             context: Arc::new(ListenerContext {
                 name: lc.name.as_str().into(),
-                route_config: lc.route_config.clone(),
+                route_config: lc.route_config.clone().unwrap_or_default(),
+                tcp_proxy: lc.tcp_proxy.clone(),
                 filter_chain: lc.filter_chain.clone(),
                 forward_client_cert: lc.forward_client_cert,
                 snapshot: self.snapshot.clone(),

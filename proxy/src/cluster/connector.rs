@@ -217,6 +217,35 @@ impl Write for UpstreamConn {
     }
 }
 
+/// A connection is also plain bytes, for TCP proxying.
+impl tokio::io::AsyncRead for UpstreamConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.io.inner_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_shutdown(cx)
+    }
+}
+
 impl tokio::io::AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

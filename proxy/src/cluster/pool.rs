@@ -154,6 +154,11 @@ impl Pool {
         idle.retain(|i| i.since.elapsed() < limit && !i.sender.is_closed());
     }
 
+    /// The endpoint's connector, for connections that are not HTTP (TCP proxying).
+    pub fn connector(&self) -> &EndpointConnector {
+        &self.inner.connector
+    }
+
     /// Idle HTTP/1.1 connections now (for tests and `/clusters`).
     pub fn idle_count(&self) -> usize {
         self.inner

@@ -96,8 +96,13 @@ pub struct Listener {
     pub name: String,
     /// `IP:PORT` to bind, e.g. `127.0.0.1:8080` or `[::1]:8443`.
     pub address: String,
-    /// Name of the route table in `routes` this listener serves.
-    pub route_config: String,
+    /// Name of the route table in `routes` this listener serves (an HTTP listener)...
+    #[serde(default)]
+    pub route_config: Option<String>,
+    /// ...or the cluster its connections are proxied to byte for byte (a TCP listener, as
+    /// Envoy's `tcp_proxy`); its `filter_chain` then runs network filters.
+    #[serde(default)]
+    pub tcp_proxy: Option<TcpProxy>,
     #[serde(default)]
     pub tls: Option<ListenerTls>,
     /// Filter chain applied to every request on this listener (before a route's own chain).
@@ -119,6 +124,15 @@ pub struct Listener {
     /// `SANITIZE_SET`); when false an incoming one is removed (`SANITIZE`).
     #[serde(default)]
     pub forward_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    pub cluster: String,
+    /// A connection with no bytes either way for this long is closed.
+    #[serde(default = "defaults::tcp_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -564,6 +578,9 @@ pub(crate) mod defaults {
     }
     pub fn pool_max_idle() -> usize {
         64
+    }
+    pub fn tcp_idle_timeout() -> Duration {
+        Duration::from_secs(3600)
     }
     pub fn pull_timeout() -> Duration {
         Duration::from_secs(30)

@@ -191,13 +191,33 @@ impl Validator {
         if listener.address.parse::<SocketAddr>().is_err() {
             self.error(format!("{at}.address"), bad_socket_addr(&listener.address));
         }
-        self.reference(
-            &format!("{at}.route_config"),
-            &listener.route_config,
-            &names.routes,
-            "route config",
-            "routes",
-        );
+        match (&listener.route_config, &listener.tcp_proxy) {
+            (Some(routes), None) => self.reference(
+                &format!("{at}.route_config"),
+                routes,
+                &names.routes,
+                "route config",
+                "routes",
+            ),
+            (None, Some(tcp)) => {
+                self.reference(
+                    &format!("{at}.tcp_proxy.cluster"),
+                    &tcp.cluster,
+                    &names.clusters,
+                    "cluster",
+                    "clusters",
+                );
+                self.positive(&format!("{at}.tcp_proxy.idle_timeout"), tcp.idle_timeout);
+            }
+            (Some(_), Some(_)) => self.error(
+                at.to_string(),
+                "route_config (HTTP) and tcp_proxy (TCP) exclude each other; keep one",
+            ),
+            (None, None) => self.error(
+                format!("{at}.route_config"),
+                "required (or tcp_proxy, for a TCP listener)",
+            ),
+        }
         if let Some(chain) = &listener.filter_chain {
             self.reference(
                 &format!("{at}.filter_chain"),

@@ -1,0 +1,194 @@
+//! TCP proxying end to end: a `tcp_proxy` listener relays bytes both ways to a cluster's
+//! endpoints (balanced, half-closes passed on), terminates TLS in front of a plain TCP
+//! service, closes at once when no upstream can be reached, and closes idle connections.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP echo server that prefixes its answers with `name:`; after the client half-closes it
+/// writes `name:bye` and closes.
+async fn echo(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = tcp.write_all(format!("{name}:bye").as_bytes()).await;
+                            return;
+                        }
+                        Ok(n) => {
+                            let mut out = format!("{name}:").into_bytes();
+                            out.extend_from_slice(&buf[..n]);
+                            if tcp.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn config(endpoints: &[SocketAddr], listener_extra: &str) -> String {
+    let eps = endpoints
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+listeners:
+  - name: tcp
+    address: "127.0.0.1:0"
+    tcp_proxy:
+      cluster: backend
+      idle_timeout: 300ms
+{listener_extra}clusters:
+  - name: backend
+    endpoints: [{eps}]
+    connect_timeout: 1s
+admin:
+  address: "127.0.0.1:0"
+"#
+    )
+}
+
+/// Reads until the peer closes.
+async fn read_to_close<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn bytes_go_both_ways_and_half_closes_pass_through() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&config(&[upstream], ""));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"hello").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"a:hello");
+    // The client is done sending; the upstream sees EOF, answers, and closes.
+    tcp.shutdown().await.expect("half-close");
+    assert_eq!(read_to_close(&mut tcp).await, "a:bye");
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        stats.contains("wasmesh_tcp_sent_bytes_total{listener=\"tcp\"} 5"),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_balanced_over_the_cluster() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let proxy = Proxy::start(&config(&[a, b], ""));
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+            .await
+            .expect("connect");
+        tcp.write_all(b"x").await.expect("write");
+        let mut buf = [0u8; 16];
+        let n = tcp.read(&mut buf).await.expect("read");
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        ["a:x", "a:x", "b:x", "b:x"],
+        "round robin over endpoints"
+    );
+}
+
+#[tokio::test]
+async fn tls_is_terminated_in_front_of_a_plain_tcp_service() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let server = pki.leaf("proxy", &["proxy.test"], None);
+    let upstream = echo("plain").await;
+    let tls = format!(
+        "    tls:\n      certificates:\n        - cert_file: \"{}\"\n          key_file: \"{}\"\n      alpn: [http/1.1]\n",
+        server.cert, server.key
+    );
+    let proxy = Proxy::start(&config(&[upstream], &tls));
+    let mut stream = tls_connect(proxy.addr("tcp"), "proxy.test", client_tls(&pki, &[], None))
+        .await
+        .expect("TLS handshake with the proxy");
+    stream.write_all(b"secret").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"plain:secret");
+}
+
+#[tokio::test]
+async fn no_reachable_upstream_closes_the_connection() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let proxy = Proxy::start(&config(&[dead], ""));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    assert_eq!(read_to_close(&mut tcp).await, "", "closed without data");
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(stats.contains("outcome=\"connect_failure\"} 1"), "{stats}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&config(&[upstream], ""));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 16];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"a:ping");
+    // Nothing more is sent: the proxy closes after its idle timeout (300ms here).
+    let rest = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+        .await
+        .expect("the proxy closed the idle connection");
+    assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+}
+
+#[test]
+fn a_listener_needs_exactly_one_of_route_config_and_tcp_proxy() {
+    let (ok, out, path) = validate(
+        "listeners:\n  - name: both\n    address: 127.0.0.1:1\n    route_config: r\n    tcp_proxy: { cluster: c }\n  - name: neither\n    address: 127.0.0.1:2\n  - name: unknown\n    address: 127.0.0.1:3\n    tcp_proxy: { cluster: nope }\nroutes:\n  - name: r\n    virtual_hosts: []\nclusters:\n  - name: c\n    endpoints: [\"127.0.0.1:9\"]\n",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{path}:2: listeners[0]: route_config (HTTP) and tcp_proxy (TCP) exclude each other"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("listeners[1].route_config: required (or tcp_proxy, for a TCP listener)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("listeners[2].tcp_proxy.cluster: no cluster named \"nope\""),
+        "{out}"
+    );
+}
