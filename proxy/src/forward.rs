@@ -228,7 +228,14 @@ async fn route_and_forward(
         );
     };
 
-    let policy = route.retry.as_ref();
+    // Filters may adjust this request's retry policy and timeout (see `filter::RouterHints`).
+    let hints = if streams.is_empty() {
+        filter::RouterHints::default()
+    } else {
+        filter::router_hints(&streams, route.retry.as_ref())
+    };
+    let policy = hints.retry.as_ref().or(route.retry.as_ref());
+    let timeout = hints.timeout.unwrap_or(route.timeout);
     // A filter answering from a request body or trailers callback leaves its answer here.
     let answered = filter::body::Answer::default();
     let incoming = if streams.is_empty() || incoming.is_end_stream() {
@@ -260,8 +267,8 @@ async fn route_and_forward(
         headers: parts.headers,
     };
     let sent = tokio::time::timeout(
-        route.timeout,
-        send_with_retries(cluster, &request, body, policy, route.timeout),
+        timeout,
+        send_with_retries(cluster, &request, body, policy, timeout),
     )
     .await
     .unwrap_or_else(|_| Sent {

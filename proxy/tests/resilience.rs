@@ -173,3 +173,57 @@ async fn sigterm_drains_in_flight_requests() {
     assert_eq!(got.text(), "finished");
     assert!(proxy.terminate(), "clean exit after draining");
 }
+
+/// A filter can ask the router to retry this request (filter state `wasmesh.retry_on`,
+/// `wasmesh.num_retries`, as the stock retry-hints filter does from Envoy's headers) on a
+/// route that has no retry policy of its own.
+#[tokio::test]
+async fn filters_can_hint_a_retry_policy() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let flaky = Upstream::with(move |_| {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if n % 2 == 0 {
+                reply(http::StatusCode::SERVICE_UNAVAILABLE, "flaky", "down")
+            } else {
+                reply(http::StatusCode::OK, "flaky", "up")
+            }
+        }
+    })
+    .await;
+    let config = simple_config("", &[flaky.addr], "            filter_chain: probe\n")
+        + &format!(
+            "filter_chains:\n  - name: probe\n    plugins:\n      - name: probe\n        source: \"file://{}\"\n",
+            wasmesh_test_programs::PROBE_WASM
+        );
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("main");
+
+    // No hint: the route has no retry policy, the 503 stands.
+    let got = get(addr, "/").await;
+    assert_eq!(got.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // The next call would be answered 200; reset so the first attempt fails again.
+    let _ = get(addr, "/").await;
+    let hinted = send(
+        addr,
+        request(
+            "GET",
+            "/",
+            &[(
+                "x-probe-set-property",
+                "wasmesh.retry_on=5xx;wasmesh.num_retries=2",
+            )],
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(hinted.status, http::StatusCode::OK, "{}", hinted.text());
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "one failed attempt, then the hinted retry"
+    );
+}

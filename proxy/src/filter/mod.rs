@@ -163,3 +163,93 @@ async fn settle(
         None => Settled::Continue,
     }
 }
+
+/// What filters may ask of the router for one request, through filter state
+/// (`proxy_set_property`, values as UTF-8 text): the stock `retry-hints` filter maps Envoy's
+/// `x-envoy-retry-on`-style request headers onto these keys. Later filters win; a value that
+/// does not parse is ignored.
+///
+/// | key | value |
+/// |---|---|
+/// | `wasmesh.retry_on` | comma-separated `connect-failure`, `reset`, `5xx`, `gateway-error`, `retriable-status-codes` |
+/// | `wasmesh.num_retries` | retries (at most 10) |
+/// | `wasmesh.per_try_timeout_ms` | each attempt's limit |
+/// | `wasmesh.retriable_status_codes` | comma-separated status codes |
+/// | `wasmesh.timeout_ms` | the request's timeout (until response headers, retries included) |
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RouterHints {
+    pub retry: Option<crate::config::RetryPolicy>,
+    pub timeout: Option<Duration>,
+}
+
+/// Most retries a hint may ask for (the configuration's own limit).
+const MAX_HINTED_RETRIES: u32 = 10;
+/// Longest timeout a hint may ask for.
+const MAX_HINTED_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reads the router hints the filters left, on top of the route's own retry policy.
+pub fn router_hints(
+    streams: &[SharedStream],
+    route_retry: Option<&crate::config::RetryPolicy>,
+) -> RouterHints {
+    use crate::config::{RetryOn, RetryPolicy};
+    let mut state: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for stream in streams {
+        let s = lock(stream);
+        for (key, value) in &s.data.filter_state {
+            if key.starts_with("wasmesh.")
+                && let Ok(text) = std::str::from_utf8(value)
+            {
+                state.insert(key.clone(), text.trim().to_string());
+            }
+        }
+    }
+    let millis = |key: &str| {
+        state
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    let mut hints = RouterHints {
+        timeout: millis("wasmesh.timeout_ms").map(|t| t.min(MAX_HINTED_TIMEOUT)),
+        retry: None,
+    };
+    let retry_on = state.get("wasmesh.retry_on").map(|v| {
+        v.split(',')
+            .filter_map(|t| serde_json::from_value::<RetryOn>(t.trim().into()).ok())
+            .collect::<Vec<_>>()
+    });
+    let num_retries = state
+        .get("wasmesh.num_retries")
+        .and_then(|v| v.parse::<u32>().ok());
+    let per_try = millis("wasmesh.per_try_timeout_ms");
+    let codes = state.get("wasmesh.retriable_status_codes").map(|v| {
+        v.split(',')
+            .filter_map(|c| c.trim().parse::<u16>().ok())
+            .collect::<Vec<_>>()
+    });
+    if retry_on.is_none() && num_retries.is_none() && per_try.is_none() && codes.is_none() {
+        return hints;
+    }
+    let mut policy = route_retry.cloned().unwrap_or(RetryPolicy {
+        retry_on: Vec::new(),
+        num_retries: 1,
+        per_try_timeout: None,
+        retriable_status_codes: Vec::new(),
+        base_interval: Duration::from_millis(25),
+    });
+    if let Some(retry_on) = retry_on {
+        policy.retry_on = retry_on;
+    }
+    if let Some(n) = num_retries {
+        policy.num_retries = n.min(MAX_HINTED_RETRIES);
+    }
+    if per_try.is_some() {
+        policy.per_try_timeout = per_try;
+    }
+    if let Some(codes) = codes {
+        policy.retriable_status_codes = codes;
+    }
+    hints.retry = Some(policy);
+    hints
+}

@@ -27,6 +27,8 @@
 //!   `x-probe-trailer` to request (`request`) and response (`response`) trailers;
 //! - plugin config `reject`: logs why and fails `on_configure`; any config: prints
 //!   `probe configured` to stdout;
+//! - `x-probe-set-property: a.b=v;c.d=w`: sets those properties (filter state) for later
+//!   filters and the router;
 //! - `x-probe-body-deny: WORD`: buffers the request body and answers 403 `body denied` (header
 //!   `x-probe-denied: body`) from the body callback when WORD is in it;
 //!   `x-probe-body-trailer`: adds request trailer `x-probe-added: body` at the end of the body;
@@ -312,8 +314,17 @@ impl HttpContext for Probe {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
             }
         }
+        if let Some(assignments) = self.get_http_request_header("x-probe-set-property") {
+            for assignment in assignments.split(';') {
+                if let Some((key, value)) = assignment.split_once('=') {
+                    self.set_property(key.trim().split('.').collect(), Some(value.as_bytes()));
+                }
+            }
+        }
         self.deny_word = self.get_http_request_header("x-probe-body-deny");
-        self.body_trailer = self.get_http_request_header("x-probe-body-trailer").is_some();
+        self.body_trailer = self
+            .get_http_request_header("x-probe-body-trailer")
+            .is_some();
         if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
             self.log_properties = names.split(',').map(str::to_string).collect();
         }
@@ -337,8 +348,15 @@ impl HttpContext for Probe {
                 return Action::Pause;
             }
             let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-            if body.windows(word.len().max(1)).any(|w| w == word.as_bytes()) {
-                self.send_http_response(403, vec![("x-probe-denied", "body")], Some(b"body denied"));
+            if body
+                .windows(word.len().max(1))
+                .any(|w| w == word.as_bytes())
+            {
+                self.send_http_response(
+                    403,
+                    vec![("x-probe-denied", "body")],
+                    Some(b"body denied"),
+                );
                 return Action::Pause;
             }
             return Action::Continue;
