@@ -2,9 +2,8 @@
 //!
 //! Each answers within the status set the SDKs accept for it (NOTES §3.2): the Rust SDK panics
 //! on any other status, so, for example, writes to a header map that does not exist in the
-//! current context answer `OK` and change nothing, rather than `NOT_FOUND`. HTTP callouts go to
-//! the embedder's [`crate::Services`]; gRPC callouts are not offered yet and answer
-//! `INTERNAL_FAILURE`, which every SDK handles as a failed dispatch.
+//! current context answer `OK` and change nothing, rather than `NOT_FOUND`. HTTP and gRPC
+//! callouts go to the embedder's [`crate::Services`] (gRPC's side of the ABI is in `grpc`).
 
 use std::collections::HashSet;
 use std::time::UNIX_EPOCH;
@@ -13,6 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{IntoFunc, Linker};
 
 use crate::abi::{LogLevel, MetricType, buffer, map, status};
+use crate::grpc;
 use crate::headers::{self, HeaderMap};
 use crate::shared::QueueOwner;
 use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
@@ -46,6 +46,9 @@ fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i3
         (map::HTTP_CALL_RESPONSE_HEADERS, Some(r)) => return Ok(Some(&r.headers)),
         (map::HTTP_CALL_RESPONSE_TRAILERS, Some(r)) => return Ok(Some(&r.trailers)),
         _ => {}
+    }
+    if let Some(metadata) = state.grpc.metadata(map_type) {
+        return Ok(Some(metadata));
     }
     let Some(stream) = state.stream.as_ref() else {
         return match map_type {
@@ -100,9 +103,12 @@ fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
             .as_ref()
             .map(|r| r.body.clone())
             .ok_or(status::NOT_FOUND),
-        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA | buffer::GRPC_CALL_MESSAGE => {
-            Err(status::NOT_FOUND)
-        }
+        buffer::GRPC_CALL_MESSAGE => state
+            .grpc
+            .message()
+            .map(<[u8]>::to_vec)
+            .ok_or(status::NOT_FOUND),
+        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA => Err(status::NOT_FOUND),
         _ => Err(status::BAD_ARGUMENT),
     }
 }
@@ -431,9 +437,11 @@ pub(crate) fn link(
         provided,
         "proxy_get_status",
         |mut c: Ctx<'_>, code_out: i32, ptr_out: i32, len_out: i32| -> R {
-            // Only meaningful in callout responses, which this build does not make.
-            tri!(write_u32(&mut c, code_out, 0));
-            return_bytes(&mut c, &[], ptr_out, len_out)
+            // The status of the gRPC call whose `proxy_on_grpc_close` runs; OK elsewhere.
+            let (code, message) = c.data().grpc.status();
+            let message = message.as_bytes().to_vec();
+            tri!(write_u32(&mut c, code_out, code));
+            return_bytes(&mut c, &message, ptr_out, len_out)
         },
     )?;
     def(
@@ -478,7 +486,7 @@ pub(crate) fn link(
         },
     )?;
 
-    // --- callouts (not offered by this build) ---
+    // --- HTTP callouts ---
     def(
         linker,
         provided,
@@ -536,58 +544,77 @@ pub(crate) fn link(
             Ok(status::OK)
         },
     )?;
+    // --- gRPC calls and streams (see `grpc`) ---
     def(
         linker,
         provided,
         "proxy_grpc_call",
-        |_c: Ctx<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> R { Ok(status::INTERNAL_FAILURE) },
+        |mut c: Ctx<'_>,
+         up: i32,
+         upl: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         timeout_ms: i32,
+         token_out: i32|
+         -> R {
+            let args = grpc::OpenArgs {
+                upstream: (up, upl),
+                service: (sp, sl),
+                method: (mp, ml),
+                metadata: (hp, hl),
+            };
+            grpc::call(&mut c, args, (bp, bl), timeout_ms, token_out)
+        },
     )?;
     def(
         linker,
         provided,
         "proxy_grpc_stream",
-        |_c: Ctx<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> R { Ok(status::INTERNAL_FAILURE) },
+        |mut c: Ctx<'_>,
+         up: i32,
+         upl: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         hp: i32,
+         hl: i32,
+         token_out: i32|
+         -> R {
+            let args = grpc::OpenArgs {
+                upstream: (up, upl),
+                service: (sp, sl),
+                method: (mp, ml),
+                metadata: (hp, hl),
+            };
+            grpc::stream(&mut c, args, token_out)
+        },
     )?;
     def(
         linker,
         provided,
         "proxy_grpc_send",
-        |_c: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> R { Ok(status::NOT_FOUND) },
+        |mut c: Ctx<'_>, token: i32, ptr: i32, len: i32, end_stream: i32| -> R {
+            grpc::send(&mut c, token, ptr, len, end_stream)
+        },
     )?;
     def(
         linker,
         provided,
         "proxy_grpc_cancel",
-        |_c: Ctx<'_>, _: i32| -> R { Ok(status::NOT_FOUND) },
+        |mut c: Ctx<'_>, token: i32| -> R { grpc::cancel(&mut c, token) },
     )?;
     def(
         linker,
         provided,
         "proxy_grpc_close",
-        |_c: Ctx<'_>, _: i32| -> R { Ok(status::NOT_FOUND) },
+        |mut c: Ctx<'_>, token: i32| -> R { grpc::close(&mut c, token) },
     )?;
 
     // --- shared data and queues ---

@@ -28,9 +28,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What the host needs from its embedder beyond one stream — HTTP callouts, and optionally
-//! where log lines go, the clocks filters read, who fires ticks and runs deferred work — is the
-//! [`Services`] trait, installed with [`Host::set_services`]. The proxy implements callouts;
+//! What the host needs from its embedder beyond one stream — HTTP and gRPC callouts, and
+//! optionally where log lines go, the clocks filters read, who fires ticks and runs deferred
+//! work — is the [`Services`] trait, installed with [`Host::set_services`]. The proxy
+//! implements callouts (gRPC ones through [`GrpcReply`] and [`GrpcOutbound`]);
 //! the SDK's test harness (`wasmesh-sdk-test`) implements all of it to drive a filter
 //! deterministically, with [`Plugin::tick`], [`CalloutDone::complete_now`],
 //! [`HttpStream::resume_count`], [`HttpStream::peek`] and the host's shared data and queues
@@ -42,6 +43,7 @@
 
 pub mod abi;
 mod callout;
+mod grpc;
 pub mod headers;
 mod host;
 mod hostcalls;
@@ -55,6 +57,7 @@ mod wasi;
 
 pub use abi::{AbiVersion, Action, LogLevel, MetricType};
 pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse};
+pub use grpc::{GrpcCode, GrpcError, GrpcKind, GrpcOutbound, GrpcReply, GrpcRequest};
 pub use headers::HeaderMap;
 pub use host::{Host, HostConfig, SharedError};
 pub use metrics::PluginMetrics;

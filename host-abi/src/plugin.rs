@@ -371,6 +371,7 @@ impl Plugin {
             plugin_ref: self.me.clone(),
             generation: 0,
             next_token: 1,
+            grpc: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -796,6 +797,36 @@ impl Plugin {
             stream.data = data;
         }
         stream.parked = false;
+    }
+
+    /// Runs `work` later through the embedder's [`crate::Services::spawn`].
+    pub(crate) fn defer(&self, work: crate::services::Deferred) {
+        self.shared.services().spawn(work);
+    }
+
+    /// Delivers a gRPC call's queued reports, in order, to the root context of the replica
+    /// that opened it (see `grpc`); reports for a call no longer live are dropped.
+    pub(crate) fn deliver_grpc(&self, call: &crate::grpc::PendingCall) {
+        let mut slot = self.lock(call.replica);
+        while let Some(event) = call.next() {
+            if slot.generation != call.generation {
+                continue;
+            }
+            let Some(r) = slot.replica.as_mut() else {
+                continue;
+            };
+            let Some((callback, n)) = r.store.data_mut().grpc.prepare(call.token, event) else {
+                continue;
+            };
+            let root = r.store.data().root_context_id as i32;
+            let result = call_unit(&self.config, r, callback, (root, call.token as i32, n));
+            let state = r.store.data_mut();
+            state.grpc.delivered(call.token);
+            repark(state);
+            if let Err(f) = result {
+                self.fail_replica(&mut slot, &f);
+            }
+        }
     }
 
     /// Tells the registering root context that its queue has items, through the embedder's

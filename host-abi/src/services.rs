@@ -1,14 +1,15 @@
-//! The embedder's side of the host: what filters reach beyond a single stream (HTTP callouts),
-//! where their log lines go, the clocks they read, and who runs the host's timers and deferred
-//! work. The proxy installs one [`Services`] with [`crate::Host::set_services`] and overrides
-//! only `http_call`; the SDK's test harness overrides the rest too, so a test controls time,
-//! ticks and log capture and nothing runs behind its back.
+//! The embedder's side of the host: what filters reach beyond a single stream (HTTP and gRPC
+//! callouts), where their log lines go, the clocks they read, and who runs the host's timers
+//! and deferred work. The proxy installs one [`Services`] with [`crate::Host::set_services`]
+//! and overrides only `http_call` and `grpc_call`; the SDK's test harness overrides the rest
+//! too, so a test controls time, ticks and log capture and nothing runs behind its back.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::abi::LogLevel;
 use crate::callout::{CalloutDone, CalloutError, CalloutRequest};
+use crate::grpc::{GrpcError, GrpcOutbound, GrpcReply, GrpcRequest};
 
 /// Work the host hands to [`Services::spawn`].
 pub type Deferred = Box<dyn FnOnce() + Send + 'static>;
@@ -19,6 +20,22 @@ pub trait Services: Send + Sync {
     /// Starts a callout; `done` must be called exactly once, with `None` if it failed or
     /// timed out (the filter then sees zero headers, as in Envoy).
     fn http_call(&self, request: CalloutRequest, done: CalloutDone) -> Result<(), CalloutError>;
+
+    /// Starts a gRPC call or stream (see [`crate::GrpcRequest`]); what comes back is reported
+    /// through `reply`, and the filter's later sends and closes reach the returned handle.
+    /// [`GrpcError::UnknownUpstream`] answers the filter PARSE_FAILURE, anything else
+    /// INTERNAL_FAILURE. Default: refused, as by a host without gRPC.
+    fn grpc_call(
+        &self,
+        request: GrpcRequest,
+        reply: GrpcReply,
+    ) -> Result<Box<dyn GrpcOutbound>, GrpcError> {
+        drop(reply);
+        Err(GrpcError::Refused(format!(
+            "gRPC calls are not offered here (upstream \"{}\")",
+            request.upstream
+        )))
+    }
 
     /// A line a filter logged with `proxy_log` (or wrote to stdout, `Info`, or stderr, `Error`).
     /// Default: a `tracing` event with target `wasm` and field `plugin`.
@@ -51,11 +68,11 @@ pub trait Services: Send + Sync {
         true
     }
 
-    /// Runs host work that must not run inside the callback that caused it (today:
-    /// `proxy_on_queue_ready` after an enqueue, which needs the replica the enqueueing
-    /// callback may hold). Default: a task on the current tokio runtime; without a runtime the
-    /// work is dropped, since nothing would run it later. The SDK's test harness queues it and
-    /// runs it once the callback has returned.
+    /// Runs host work that must not run inside the callback that caused it
+    /// (`proxy_on_queue_ready` after an enqueue, the callbacks of gRPC calls: both need the
+    /// replica the callback that caused them may hold). Default: a task on the current tokio
+    /// runtime; without a runtime the work is dropped, since nothing would run it later. The
+    /// SDK's test harness queues it and runs it once the callback has returned.
     fn spawn(&self, work: Deferred) {
         spawn_on_runtime(work);
     }

@@ -127,6 +127,8 @@ pub struct HostState {
     pub plugin_ref: Weak<Plugin>,
     pub generation: u64,
     pub next_token: u32,
+    /// This replica's gRPC calls and streams, and the report a gRPC callback is showing.
+    pub(crate) grpc: crate::grpc::GrpcCalls,
 }
 
 pub(crate) type Ctx<'a> = Caller<'a, HostState>;

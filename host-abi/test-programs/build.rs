@@ -1,9 +1,10 @@
 //! Builds the Wasm filters the tests run — every crate under `filters/` (found by reading the
-//! directory, so a new stock filter needs no change here), `probe/` and `sdk-probe/` — for
-//! `wasm32-wasip1` with a nested cargo into a target directory of its own (sharing the outer
-//! one would deadlock on its lock), as wasmtime's test-programs do. Each `.wasm` path is exported as a
-//! compile-time environment variable (`WASMESH_FILTER_HEADERS_WASM`, …) and in a generated
-//! table for `wasmesh_test_programs::filter(name)`.
+//! directory, so a new stock filter needs no change here), `probe/`, `sdk-probe/` and
+//! `grpc-probe/` — for `wasm32-wasip1` with a nested cargo into a target directory of its own
+//! (sharing the outer one would deadlock on its lock), as wasmtime's test-programs do. Each
+//! `.wasm` path is exported as a compile-time environment variable
+//! (`WASMESH_FILTER_HEADERS_WASM`, …) and in a generated table for
+//! `wasmesh_test_programs::filter(name)`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,7 @@ fn main() {
     let probes = [
         program(&packages, &manifest_dir.join("probe")),
         program(&packages, &manifest_dir.join("sdk-probe")),
+        program(&packages, &manifest_dir.join("grpc-probe")),
     ];
 
     let target_dir = workspace.join("target").join("wasm-test-programs");
@@ -112,6 +114,7 @@ fn main() {
         workspace.join("sdk").join("Cargo.toml"),
         manifest_dir.join("probe"),
         manifest_dir.join("sdk-probe"),
+        manifest_dir.join("grpc-probe"),
         workspace.join("Cargo.toml"),
         workspace.join("Cargo.lock"),
     ] {

@@ -9,6 +9,10 @@ pub const PROBE_WASM: &str = env!("WASMESH_PROBE_FILTER_WASM");
 /// `sdk-probe/`: a filter written with `wasmesh-sdk`, exercising its helpers in a VM.
 pub const SDK_PROBE_WASM: &str = env!("WASMESH_SDK_PROBE_WASM");
 
+/// `grpc-probe/`: a filter written against the published `proxy-wasm` crate that authorizes
+/// requests with unary gRPC calls and echoes through gRPC streams, chosen by request headers.
+pub const GRPC_PROBE_WASM: &str = env!("WASMESH_GRPC_PROBE_WASM");
+
 /// `filters/headers`: the stock header-editing filter.
 pub const HEADERS_WASM: &str = env!("WASMESH_FILTER_HEADERS_WASM");
 
@@ -48,6 +52,7 @@ mod tests {
         }
         assert_eq!(super::filter("headers"), super::HEADERS_WASM);
         assert!(std::path::Path::new(super::PROBE_WASM).is_file());
+        assert!(std::path::Path::new(super::GRPC_PROBE_WASM).is_file());
         assert_eq!(super::try_filter("nope"), None);
     }
 }

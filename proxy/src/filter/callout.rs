@@ -1,5 +1,6 @@
 //! Filters' HTTP callouts (`proxy_http_call`), sent through the running snapshot's clusters:
-//! the upstream name a filter gives is a cluster name, as in Envoy.
+//! the upstream name a filter gives is a cluster name, as in Envoy. [`ClusterCallouts`] is
+//! the proxy's [`wasmesh_host::Services`]: it also starts gRPC calls ([`super::grpc`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,14 @@ pub struct ClusterCallouts {
 const MAX_CALLOUT_BODY: usize = 1024 * 1024;
 
 impl wasmesh_host::Services for ClusterCallouts {
+    fn grpc_call(
+        &self,
+        request: wasmesh_host::GrpcRequest,
+        reply: wasmesh_host::GrpcReply,
+    ) -> Result<Box<dyn wasmesh_host::GrpcOutbound>, wasmesh_host::GrpcError> {
+        super::grpc::start(&self.snapshot, request, reply)
+    }
+
     fn http_call(
         &self,
         request: wasmesh_host::CalloutRequest,

@@ -5,7 +5,8 @@
 //! - [`chain`]: loading chains (fetch, compile, instantiate), sharing unchanged plugins across
 //!   reloads; [`source`]: where modules come from (`file://`, `oci://`).
 //! - [`attributes`]: Envoy's attributes answered to `proxy_get_property`; [`pairs`]: header maps
-//!   as filters see them; [`callout`]: `proxy_http_call` through the proxy's clusters.
+//!   as filters see them; [`callout`]: `proxy_http_call` through the proxy's clusters;
+//!   [`grpc`]: `proxy_grpc_call` and `proxy_grpc_stream` through them, over HTTP/2.
 //! - this module: the header phases; [`body`]: bodies through the body callbacks, chunk by
 //!   chunk. Trailers pass through untouched, not yet shown to filters.
 
@@ -13,6 +14,7 @@ pub mod attributes;
 pub mod body;
 pub mod callout;
 pub mod chain;
+pub mod grpc;
 pub mod pairs;
 pub mod source;
 

@@ -33,12 +33,18 @@
 //!   [`Harness::advance`]; ticks fire only with [`Harness::tick`];
 //! - **callouts**: [`Harness::callouts`] shows what the filter sent (cluster, headers, body,
 //!   timeout); [`Harness::respond`] and [`Harness::fail_callout`] answer them;
+//! - **gRPC calls and streams**: [`Harness::grpc_calls`] shows what the filter opened and sent
+//!   (cluster, service, method, metadata, messages, half-close, cancel); the test answers as
+//!   the server with [`Harness::grpc_initial_metadata`], [`Harness::grpc_message`],
+//!   [`Harness::grpc_trailing_metadata`] and [`Harness::grpc_close`] ([`Harness::grpc_respond`]
+//!   for a unary call's answer);
 //! - **shared state**: [`Harness::shared_data`], [`Harness::set_shared_data`],
 //!   [`Harness::enqueue`] (the filter's `on_queue_ready` runs before it returns),
 //!   [`Harness::dequeue`];
 //! - **output**: [`Harness::metrics`] and [`Harness::logs`].
 //!
-//! Everything a callback causes — a queue notification, a callout answer's callback — has run
+//! Everything a callback causes — a queue notification, a callout answer's callback, a gRPC
+//! reply's callback — has run
 //! by the time the harness call that caused it returns, so a test never polls or sleeps.
 //! Wasmesh's own tests get their filters from `wasmesh-test-programs`; a filter crate
 //! elsewhere builds itself with [`build_wasm`].
@@ -58,9 +64,11 @@ use wasmesh_host::{
 
 pub use compile::{BuildError, build_wasm};
 pub use env::PropertyValue;
-pub use services::{Callout, LogLine};
+pub use services::{Callout, GrpcCall, LogLine};
 pub use stream::Stream;
-pub use wasmesh_host::{Action, FailureKind, HeaderMap, LocalResponse, LogLevel, MetricType};
+pub use wasmesh_host::{
+    Action, FailureKind, GrpcCode, HeaderMap, LocalResponse, LogLevel, MetricType,
+};
 
 use services::TestServices;
 
@@ -86,6 +94,8 @@ pub enum Error {
     NoTickPeriod,
     #[error("no pending callout #{0}")]
     NoSuchCallout(u64),
+    #[error("no gRPC call #{0} open (never issued, or already closed by the test)")]
+    NoSuchGrpcCall(u64),
     #[error(transparent)]
     Shared(#[from] SharedError),
     #[error("deferred work kept making more work (a queue refilled from its own on_queue_ready?)")]
@@ -395,6 +405,72 @@ impl Harness {
             .take_callout(id)
             .ok_or(Error::NoSuchCallout(id))?;
         done.complete_now(response);
+        if self.services.run_deferred() {
+            Ok(())
+        } else {
+            Err(Error::Runaway)
+        }
+    }
+
+    /// Every gRPC call and stream the filter opened, in order, with what it has sent on them
+    /// and whether it closed or cancelled them.
+    pub fn grpc_calls(&self) -> Vec<GrpcCall> {
+        self.services.grpc_calls()
+    }
+
+    /// The gRPC calls and streams the test has not closed and the filter has not cancelled.
+    pub fn pending_grpc_calls(&self) -> Vec<GrpcCall> {
+        self.services.pending_grpc_calls()
+    }
+
+    /// Answers gRPC call `id` with one message and status OK: a unary call's success, whose
+    /// `on_grpc_call_response` has run when this returns.
+    pub fn grpc_respond(&self, id: u64, message: &[u8]) -> Result<(), Error> {
+        self.grpc_message(id, message)?;
+        self.grpc_close(id, GrpcCode::Ok, "")
+    }
+
+    /// Sends the response headers of stream `id` (given as is: add `:status` and
+    /// `content-type` if the filter looks at them); `on_grpc_stream_initial_metadata` has run
+    /// when this returns. A unary call is not shown metadata, as in Envoy.
+    pub fn grpc_initial_metadata(&self, id: u64, metadata: &[(&str, &str)]) -> Result<(), Error> {
+        let metadata = stream::pairs(metadata);
+        self.grpc_report(id, |reply| reply.initial_metadata(metadata))
+    }
+
+    /// Sends one response message on call `id`: a stream's filter sees it in
+    /// `on_grpc_stream_message` before this returns; a unary call keeps it for its status.
+    pub fn grpc_message(&self, id: u64, message: &[u8]) -> Result<(), Error> {
+        self.grpc_report(id, |reply| reply.message(message.to_vec()))
+    }
+
+    /// Sends the trailers of stream `id` (`grpc-status` is not added: give it if the filter
+    /// reads it); `on_grpc_stream_trailing_metadata` has run when this returns.
+    pub fn grpc_trailing_metadata(&self, id: u64, metadata: &[(&str, &str)]) -> Result<(), Error> {
+        let metadata = stream::pairs(metadata);
+        self.grpc_report(id, |reply| reply.trailing_metadata(metadata))
+    }
+
+    /// Ends call `id` with `code` and `message` (read by the filter with `get_grpc_status`):
+    /// a stream's `on_grpc_stream_close`, or a unary call's `on_grpc_call_response` (with the
+    /// message sent before, if `code` is OK), has run when this returns.
+    pub fn grpc_close(&self, id: u64, code: GrpcCode, message: &str) -> Result<(), Error> {
+        let reply = self
+            .services
+            .take_grpc_reply(id)
+            .ok_or(Error::NoSuchGrpcCall(id))?;
+        reply.close(code.code(), message);
+        self.settle_deferred()
+    }
+
+    fn grpc_report(&self, id: u64, f: impl FnOnce(&wasmesh_host::GrpcReply)) -> Result<(), Error> {
+        self.services
+            .with_grpc_reply(id, f)
+            .ok_or(Error::NoSuchGrpcCall(id))?;
+        self.settle_deferred()
+    }
+
+    fn settle_deferred(&self) -> Result<(), Error> {
         if self.services.run_deferred() {
             Ok(())
         } else {

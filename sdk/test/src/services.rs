@@ -1,14 +1,15 @@
 //! The harness's side of the host's embedder boundary ([`wasmesh_host::Services`]): it records
-//! callouts instead of sending them, captures log lines, answers the clocks from a value the
-//! test sets, fires no timers, and queues deferred work until the harness runs it — so nothing
-//! happens behind the test's back, with or without a tokio runtime.
+//! HTTP and gRPC callouts instead of sending them, captures log lines, answers the clocks from
+//! a value the test sets, fires no timers, and queues deferred work until the harness runs it —
+//! so nothing happens behind the test's back, with or without a tokio runtime.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use wasmesh_host::{
-    CalloutDone, CalloutError, CalloutRequest, Deferred, HeaderMap, LogLevel, Services,
+    CalloutDone, CalloutError, CalloutRequest, Deferred, GrpcError, GrpcKind, GrpcOutbound,
+    GrpcReply, GrpcRequest, HeaderMap, LogLevel, Services,
 };
 
 /// One line a filter logged (`proxy_log`, or stdout at `Info` and stderr at `Error`).
@@ -42,6 +43,63 @@ impl Callout {
     }
 }
 
+/// A gRPC call or stream the filter opened (`dispatch_grpc_call`, `open_grpc_stream`), with
+/// what it has done on it since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// The harness's number for it, for [`crate::Harness::grpc_message`] and friends.
+    pub id: u64,
+    /// The cluster name the filter gave.
+    pub upstream: String,
+    pub service: String,
+    pub method: String,
+    pub initial_metadata: HeaderMap,
+    /// A stream (`open_grpc_stream`), or a unary call.
+    pub stream: bool,
+    /// A unary call's request message, or the messages the filter sent on a stream so far.
+    pub messages: Vec<Vec<u8>>,
+    /// A unary call's deadline (`None`: the filter gave none).
+    pub timeout: Option<Duration>,
+    /// The filter closed its side of the stream (`end_stream`, or `close_grpc_stream`).
+    pub half_closed: bool,
+    /// The filter cancelled it (`cancel_grpc_call`/`_stream`, or `close` on a unary call).
+    pub cancelled: bool,
+}
+
+impl GrpcCall {
+    /// The first value of initial-metadata entry `name` (case-insensitive), as text.
+    pub fn metadata(&self, name: &str) -> Option<String> {
+        crate::stream::first(&self.initial_metadata, name)
+    }
+}
+
+/// What the filter does to a call after opening it, recorded in the call's [`GrpcCall`].
+struct Recorder(Arc<Mutex<GrpcCall>>);
+
+impl GrpcOutbound for Recorder {
+    fn send(&mut self, message: Vec<u8>, end_stream: bool) {
+        let mut call = lock(&self.0);
+        call.messages.push(message);
+        call.half_closed |= end_stream;
+    }
+
+    fn close(&mut self) {
+        lock(&self.0).half_closed = true;
+    }
+
+    fn cancel(&mut self) {
+        lock(&self.0).cancelled = true;
+    }
+}
+
+#[derive(Default)]
+struct GrpcCalls {
+    next_id: u64,
+    issued: Vec<Arc<Mutex<GrpcCall>>>,
+    /// Calls the test has not closed yet, with the way to answer them.
+    open: BTreeMap<u64, GrpcReply>,
+}
+
 #[derive(Default)]
 struct Callouts {
     next_id: u64,
@@ -58,6 +116,7 @@ pub(crate) struct TestServices {
     clock: Mutex<Clock>,
     logs: Mutex<Vec<LogLine>>,
     callouts: Mutex<Callouts>,
+    grpc: Mutex<GrpcCalls>,
     deferred: Mutex<VecDeque<Deferred>>,
     upstreams: Option<Vec<String>>,
 }
@@ -79,6 +138,7 @@ impl TestServices {
             }),
             logs: Mutex::new(Vec::new()),
             callouts: Mutex::new(Callouts::default()),
+            grpc: Mutex::new(GrpcCalls::default()),
             deferred: Mutex::new(VecDeque::new()),
             upstreams,
         }
@@ -125,6 +185,34 @@ impl TestServices {
         lock(&self.callouts).pending.remove(&id)
     }
 
+    pub(crate) fn grpc_calls(&self) -> Vec<GrpcCall> {
+        lock(&self.grpc)
+            .issued
+            .iter()
+            .map(|c| lock(c).clone())
+            .collect()
+    }
+
+    /// The calls the test has not closed and the filter has not cancelled.
+    pub(crate) fn pending_grpc_calls(&self) -> Vec<GrpcCall> {
+        let grpc = lock(&self.grpc);
+        grpc.issued
+            .iter()
+            .map(|c| lock(c).clone())
+            .filter(|c| grpc.open.contains_key(&c.id) && !c.cancelled)
+            .collect()
+    }
+
+    /// Runs `f` on the reply of call `id` if the test has not closed it; `None` otherwise.
+    pub(crate) fn with_grpc_reply<T>(&self, id: u64, f: impl FnOnce(&GrpcReply) -> T) -> Option<T> {
+        lock(&self.grpc).open.get(&id).map(f)
+    }
+
+    /// The reply of call `id`, which is then closed as far as the test goes.
+    pub(crate) fn take_grpc_reply(&self, id: u64) -> Option<GrpcReply> {
+        lock(&self.grpc).open.remove(&id)
+    }
+
     /// Runs deferred work (queue notifications) until there is none; `false` if it never
     /// settles.
     pub(crate) fn run_deferred(&self) -> bool {
@@ -164,6 +252,41 @@ impl Services for TestServices {
         });
         callouts.pending.insert(id, done);
         Ok(())
+    }
+
+    fn grpc_call(
+        &self,
+        request: GrpcRequest,
+        reply: GrpcReply,
+    ) -> Result<Box<dyn GrpcOutbound>, GrpcError> {
+        // The proxy's refusal for a cluster it does not have.
+        if let Some(known) = &self.upstreams
+            && !known.contains(&request.upstream)
+        {
+            return Err(GrpcError::UnknownUpstream(request.upstream));
+        }
+        let mut grpc = lock(&self.grpc);
+        grpc.next_id += 1;
+        let id = grpc.next_id;
+        let (stream, messages, timeout) = match request.kind {
+            GrpcKind::Call { message, timeout } => (false, vec![message], timeout),
+            GrpcKind::Stream => (true, Vec::new(), None),
+        };
+        let call = Arc::new(Mutex::new(GrpcCall {
+            id,
+            upstream: request.upstream,
+            service: request.service,
+            method: request.method,
+            initial_metadata: request.initial_metadata,
+            stream,
+            messages,
+            timeout,
+            half_closed: !stream,
+            cancelled: false,
+        }));
+        grpc.issued.push(call.clone());
+        grpc.open.insert(id, reply);
+        Ok(Box::new(Recorder(call)))
     }
 
     fn log(&self, plugin: &str, level: LogLevel, message: &str) {

@@ -23,7 +23,7 @@ fn all(map: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn pairs(headers: &[(&str, &str)]) -> HeaderMap {
+pub(crate) fn pairs(headers: &[(&str, &str)]) -> HeaderMap {
     headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
