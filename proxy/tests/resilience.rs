@@ -184,7 +184,7 @@ async fn filters_can_hint_a_retry_policy() {
     let flaky = Upstream::with(move |_| {
         let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         async move {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 reply(http::StatusCode::SERVICE_UNAVAILABLE, "flaky", "down")
             } else {
                 reply(http::StatusCode::OK, "flaky", "up")
