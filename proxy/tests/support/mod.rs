@@ -623,3 +623,55 @@ pub async fn push(reference: &str, wasm: &[u8]) -> String {
         .expect("push")
         .to_string()
 }
+
+impl Proxy {
+    /// Like [`Proxy::start`], with `extra` arguments after `run --config FILE` (for example
+    /// `["--concurrency", "2"]`).
+    pub fn start_with_args(yaml: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wasmesh.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wasmesh");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listeners = HashMap::new();
+        let mut admin = None;
+        loop {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                let status = child.try_wait().ok().flatten();
+                panic!("wasmesh did not report ready (exit status: {status:?})");
+            };
+            if let Some(rest) = line.strip_prefix("wasmesh: listener ") {
+                let (name, addr) = rest.split_once(" on ").expect("listener line");
+                listeners.insert(name.to_string(), addr.parse().expect("listener addr"));
+            } else if let Some(addr) = line.strip_prefix("wasmesh: admin on ") {
+                admin = Some(addr.parse().expect("admin addr"));
+            } else if line == "wasmesh: ready" {
+                break;
+            }
+        }
+        Proxy {
+            child,
+            listeners,
+            admin,
+            dir,
+        }
+    }
+}
