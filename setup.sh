@@ -37,6 +37,22 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import oras.provider' >/d
     echo "setup: please install pip, then: python3 -m pip install oras==0.2.43" >&2
   fi
 fi
+# The SDK's other languages (sdk/README.md). AssemblyScript: the compiler pinned in
+# sdk/assemblyscript/package-lock.json, installed with the machine's Node.js (>= 20).
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -d sdk/assemblyscript/node_modules/assemblyscript ]; then
+    (cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+else
+  echo "setup: please install Node.js (>= 20) with npm, for the AssemblyScript SDK" >&2
+fi
+# C and Zig: Zig's toolchain (clang + wasi-libc, and the Zig compiler) from PyPI.
+zig_version=0.15.2
+if command -v python3 >/dev/null 2>&1 \
+  && [ "$(python3 -m ziglang version 2>/dev/null)" != "$zig_version" ]; then
+  python3 -m pip install --quiet "ziglang==$zig_version" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "ziglang==$zig_version"
+fi
 # The stock filters, published to the demo's embedded registry (tests build their own copies).
 packages=()
 for manifest in filters/*/Cargo.toml; do

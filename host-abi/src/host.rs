@@ -38,6 +38,17 @@ pub enum SharedError {
     QueueFull { vm_id: String, name: String },
 }
 
+/// What [`Host::check_module`] found in a module that would load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleCheck {
+    /// The ABI version its marker export declares.
+    pub abi: AbiVersion,
+    /// Every import, as `module.name`; all of them provided by this host.
+    pub imports: Vec<String>,
+    /// Every export's name.
+    pub exports: Vec<String>,
+}
+
 pub struct Host {
     engine: Engine,
     linker: Linker<HostState>,
@@ -231,14 +242,17 @@ impl Host {
         Ok(module)
     }
 
-    /// Loads a plugin: compiles (or reuses) the module, checks its ABI version and imports,
-    /// pre-links it, and builds its replicas (VM start and configure included).
-    pub fn load_plugin(&self, config: PluginConfig, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
-        let module = self.compile(&config.name, wasm)?;
+    /// The ABI version `module` declares, once every one of its imports is known to be one
+    /// this host provides (by name; `instantiate_pre` then checks their types).
+    fn check_abi_and_imports(
+        &self,
+        plugin: &str,
+        module: &Module,
+    ) -> Result<AbiVersion, LoadError> {
         let abi =
             AbiVersion::from_exports(module.exports().map(|e| e.name())).ok_or_else(|| {
                 LoadError::NoAbiVersion {
-                    plugin: config.name.clone(),
+                    plugin: plugin.to_string(),
                 }
             })?;
         let missing: Vec<String> = module
@@ -252,10 +266,51 @@ impl Host {
             .collect();
         if !missing.is_empty() {
             return Err(LoadError::MissingImports {
-                plugin: config.name.clone(),
+                plugin: plugin.to_string(),
                 imports: missing,
             });
         }
+        Ok(abi)
+    }
+
+    /// Checks a module the way [`Host::load_plugin`] does before it runs anything — it
+    /// compiles, declares an ABI version, and every import is one this host provides with
+    /// the type the module expects — without instantiating it. For build tools.
+    pub fn check_module(&self, plugin: &str, wasm: &[u8]) -> Result<ModuleCheck, LoadError> {
+        let module = self.compile(plugin, wasm)?;
+        let abi = self.check_abi_and_imports(plugin, &module)?;
+        self.linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Instantiate {
+                plugin: plugin.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        Ok(ModuleCheck {
+            abi,
+            imports: module
+                .imports()
+                .map(|i| format!("{}.{}", i.module(), i.name()))
+                .collect(),
+            exports: module.exports().map(|e| e.name().to_string()).collect(),
+        })
+    }
+
+    /// Loads a plugin: compiles (or reuses) the module, checks its ABI version and imports,
+    /// pre-links it, and builds its replicas (VM start and configure included).
+    pub fn load_plugin(&self, config: PluginConfig, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let module = self.compile(&config.name, wasm)?;
+        self.load_compiled(config, &module)
+    }
+
+    /// Like [`Host::load_plugin`] with a module [`Host::compile`] returned: several plugins
+    /// of one module (or a benchmark) skip even the cache lookup.
+    pub fn load_compiled(
+        &self,
+        config: PluginConfig,
+        module: &Module,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let module = module.clone();
+        let abi = self.check_abi_and_imports(&config.name, &module)?;
         let pre = self
             .linker
             .instantiate_pre(&module)

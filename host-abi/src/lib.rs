@@ -59,7 +59,7 @@ pub use abi::{AbiVersion, Action, LogLevel, MetricType};
 pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse};
 pub use grpc::{GrpcCode, GrpcError, GrpcKind, GrpcOutbound, GrpcReply, GrpcRequest};
 pub use headers::HeaderMap;
-pub use host::{Host, HostConfig, SharedError};
+pub use host::{Host, HostConfig, ModuleCheck, SharedError};
 pub use metrics::PluginMetrics;
 pub use plugin::{FailureKind, FailurePolicy, FilterFailure, LoadError, Plugin, PluginConfig};
 pub use services::{Deferred, Services, log_to_tracing};

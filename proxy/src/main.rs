@@ -65,10 +65,10 @@ enum Command {
         #[command(subcommand)]
         command: wasmesh_registry::cli::RegistryCommand,
     },
-    /// Publish and fetch filters as OCI artifacts.
+    /// Create and build filters; publish and fetch them as OCI artifacts.
     Filter {
         #[command(subcommand)]
-        command: wasmesh_registry::cli::FilterCommand,
+        command: FilterCommand,
     },
     /// Change and show a running proxy's filter chains through its admin API.
     Chain {
@@ -82,6 +82,17 @@ enum Command {
         #[arg(long, default_value = "upstream")]
         name: String,
     },
+}
+
+/// `wasmesh filter …`: authoring (`new`, `build`) next to the registry commands.
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Create a filter project: `wasmesh filter new NAME --lang rust|assemblyscript|c`.
+    New(wasmesh_sdk_tools::cli::NewArgs),
+    /// Build the filter project in DIR (default: here) and check it loads on wasmesh.
+    Build(wasmesh_sdk_tools::cli::BuildArgs),
+    #[command(flatten)]
+    Registry(wasmesh_registry::cli::FilterCommand),
 }
 
 #[derive(Subcommand)]
@@ -234,7 +245,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Registry { command } => Ok(wasmesh_registry::cli::registry(command).await?),
-        Command::Filter { command } => Ok(wasmesh_registry::cli::filter(command).await?),
+        Command::Filter { command } => match command {
+            FilterCommand::New(args) => Ok(wasmesh_sdk_tools::cli::new(args)?),
+            FilterCommand::Build(args) => Ok(wasmesh_sdk_tools::cli::build(args)?),
+            FilterCommand::Registry(command) => Ok(wasmesh_registry::cli::filter(command).await?),
+        },
         Command::Chain { command } => run_chain(command).await,
         Command::Validate { .. } => Ok(()),
     }
