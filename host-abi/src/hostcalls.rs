@@ -108,7 +108,16 @@ fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
             .message()
             .map(<[u8]>::to_vec)
             .ok_or(status::NOT_FOUND),
-        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA => Err(status::NOT_FOUND),
+        buffer::DOWNSTREAM_DATA => state
+            .stream
+            .as_ref()
+            .map(|s| s.downstream_data.clone())
+            .ok_or(status::NOT_FOUND),
+        buffer::UPSTREAM_DATA => state
+            .stream
+            .as_ref()
+            .map(|s| s.upstream_data.clone())
+            .ok_or(status::NOT_FOUND),
         _ => Err(status::BAD_ARGUMENT),
     }
 }
@@ -257,7 +266,9 @@ pub(crate) fn link(
             let buf = match ty {
                 buffer::HTTP_REQUEST_BODY => &mut stream.request_body,
                 buffer::HTTP_RESPONSE_BODY => &mut stream.response_body,
-                2..=8 => return Ok(status::NOT_FOUND),
+                buffer::DOWNSTREAM_DATA => &mut stream.downstream_data,
+                buffer::UPSTREAM_DATA => &mut stream.upstream_data,
+                4..=8 => return Ok(status::NOT_FOUND),
                 _ => return Ok(status::BAD_ARGUMENT),
             };
             splice(buf, start as u32 as usize, size as u32 as usize, &value);

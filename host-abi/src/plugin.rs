@@ -23,6 +23,20 @@ use crate::metrics::PluginMetrics;
 use crate::state::{HostShared, HostState, PluginInfo, StreamData};
 use crate::stream::{HttpStream, StreamEnv, StreamSignals};
 
+/// The shapes of stream callbacks' arguments after the context id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallbackArgs {
+    /// `(ctx)`: `proxy_on_new_connection`.
+    Context,
+    /// `(ctx, n)`: trailers callbacks.
+    Count(i32),
+    /// `(ctx, n, end_of_stream)`: headers, bodies, TCP data (0.1.0 header callbacks take no
+    /// `end_of_stream` and are called without it).
+    CountEos(i32, bool),
+    /// `(ctx, peer_type)`, returning nothing: TCP close callbacks.
+    Peer(i32),
+}
+
 /// What a plugin failing means for the request it was handling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailurePolicy {
@@ -447,6 +461,15 @@ impl Plugin {
             "filter failed; its VM replica will be rebuilt");
     }
 
+    /// Starts a network (TCP) stream: the same context as an HTTP stream, driven through
+    /// [`HttpStream::on_new_connection`] and the data and close callbacks.
+    pub fn network_stream(
+        self: &Arc<Self>,
+        env: Arc<dyn StreamEnv>,
+    ) -> Result<HttpStream, FilterFailure> {
+        self.http_stream(env)
+    }
+
     /// Starts a stream on the next replica (round robin), rebuilding it first if it failed.
     pub fn http_stream(
         self: &Arc<Self>,
@@ -513,8 +536,7 @@ impl Plugin {
         &self,
         stream: &mut HttpStream,
         name: &'static str,
-        n: i32,
-        end_of_stream: Option<bool>,
+        args: CallbackArgs,
         park_on_pause: bool,
     ) -> Result<Action, FilterFailure> {
         let mut slot = self.lock(stream.replica);
@@ -538,13 +560,19 @@ impl Plugin {
             state.effective = stream.context_id;
         }
         let ctx = stream.context_id as i32;
-        let result = match end_of_stream {
-            Some(eos) => match call(&self.config, replica, name, (ctx, n, eos as i32)) {
-                // ABI 0.1.0 header callbacks take no end_of_stream.
-                Ok(None) => call(&self.config, replica, name, (ctx, n)),
-                other => other,
-            },
-            None => call(&self.config, replica, name, (ctx, n)),
+        let result = match args {
+            CallbackArgs::CountEos(n, eos) => {
+                match call(&self.config, replica, name, (ctx, n, eos as i32)) {
+                    // ABI 0.1.0 header callbacks take no end_of_stream.
+                    Ok(None) => call(&self.config, replica, name, (ctx, n)),
+                    other => other,
+                }
+            }
+            CallbackArgs::Count(n) => call(&self.config, replica, name, (ctx, n)),
+            CallbackArgs::Context => call(&self.config, replica, name, (ctx,)),
+            CallbackArgs::Peer(peer) => {
+                call_unit(&self.config, replica, name, (ctx, peer)).map(|_| None)
+            }
         };
         let state = replica.store.data_mut();
         let action = match &result {

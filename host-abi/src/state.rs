@@ -36,6 +36,10 @@ pub struct StreamData {
     pub response_trailers: HeaderMap,
     pub request_body: Vec<u8>,
     pub response_body: Vec<u8>,
+    /// A network stream's data, downstream → upstream (`DOWNSTREAM_DATA`).
+    pub downstream_data: Vec<u8>,
+    /// A network stream's data, upstream → downstream (`UPSTREAM_DATA`).
+    pub upstream_data: Vec<u8>,
     pub local_response: Option<LocalResponse>,
     pub env: Arc<dyn StreamEnv>,
     /// Values set with `proxy_set_property`, readable by later `proxy_get_property` calls.
@@ -53,6 +57,8 @@ impl StreamData {
             response_trailers: Vec::new(),
             request_body: Vec::new(),
             response_body: Vec::new(),
+            downstream_data: Vec::new(),
+            upstream_data: Vec::new(),
             local_response: None,
             env,
             filter_state: HashMap::new(),

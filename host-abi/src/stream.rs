@@ -9,13 +9,23 @@ use tokio::sync::Notify;
 
 use crate::abi::Action;
 use crate::headers::HeaderMap;
-use crate::plugin::{FilterFailure, Plugin};
+use crate::plugin::{CallbackArgs, FilterFailure, Plugin};
 use crate::state::StreamData;
 
 /// What only the proxy knows about a stream: its attributes, by Envoy's attribute paths
 /// (`request.path`, `source.address`, `connection.mtls`, …), as the bytes Envoy would return.
 pub trait StreamEnv: Send + Sync {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// `proxy_peer_type_t`: who closed a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerType {
+    Unknown = 0,
+    /// The proxy closed it.
+    Local = 1,
+    /// The peer did.
+    Remote = 2,
 }
 
 /// A reply made by the filter itself (`proxy_send_local_response`).
@@ -160,12 +170,59 @@ impl HttpStream {
         park: bool,
     ) -> Result<Action, FilterFailure> {
         let plugin = self.plugin.clone();
-        plugin.stream_callback(self, name, n, Some(eos), park)
+        plugin.stream_callback(self, name, CallbackArgs::CountEos(n, eos), park)
     }
 
     fn callback2(&mut self, name: &'static str, n: i32) -> Result<Action, FilterFailure> {
         let plugin = self.plugin.clone();
-        plugin.stream_callback(self, name, n, None, true)
+        plugin.stream_callback(self, name, CallbackArgs::Count(n), true)
+    }
+
+    /// Runs `proxy_on_new_connection` for a network (TCP) stream. A `Pause` parks the stream
+    /// like a paused header phase: the filter resumes it with `proxy_continue_stream` (after a
+    /// callout, say) or closes it.
+    pub fn on_new_connection(&mut self) -> Result<Action, FilterFailure> {
+        let plugin = self.plugin.clone();
+        plugin.stream_callback(self, "proxy_on_new_connection", CallbackArgs::Context, true)
+    }
+
+    /// Runs `proxy_on_downstream_data` over everything buffered in `data.downstream_data`;
+    /// `Pause` before the end means "buffer more" (as for bodies), never a park.
+    pub fn on_downstream_data(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.downstream_data.len() as i32;
+        self.callback("proxy_on_downstream_data", n, end_of_stream, false)
+    }
+
+    /// Runs `proxy_on_upstream_data` over `data.upstream_data`, as [`Self::on_downstream_data`].
+    pub fn on_upstream_data(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
+        let n = self.data.upstream_data.len() as i32;
+        self.callback("proxy_on_upstream_data", n, end_of_stream, false)
+    }
+
+    /// Runs `proxy_on_downstream_connection_close` with who closed it.
+    pub fn on_downstream_close(&mut self, peer: PeerType) -> Result<(), FilterFailure> {
+        let plugin = self.plugin.clone();
+        plugin
+            .stream_callback(
+                self,
+                "proxy_on_downstream_connection_close",
+                CallbackArgs::Peer(peer as i32),
+                false,
+            )
+            .map(drop)
+    }
+
+    /// Runs `proxy_on_upstream_connection_close` with who closed it.
+    pub fn on_upstream_close(&mut self, peer: PeerType) -> Result<(), FilterFailure> {
+        let plugin = self.plugin.clone();
+        plugin
+            .stream_callback(
+                self,
+                "proxy_on_upstream_connection_close",
+                CallbackArgs::Peer(peer as i32),
+                false,
+            )
+            .map(drop)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Builds the Wasm filters the tests run — every crate under `filters/` (found by reading the
-//! directory, so a new stock filter needs no change here), `probe/`, `sdk-probe/` and
-//! `grpc-probe/` — for `wasm32-wasip1` with a nested cargo into a target directory of its own
-//! (sharing the outer one would deadlock on its lock), as wasmtime's test-programs do. Each
-//! `.wasm` path is exported as a compile-time environment variable
+//! directory, so a new stock filter needs no change here), `probe/`, `sdk-probe/`,
+//! `grpc-probe/` and `tcp-probe/` — for `wasm32-wasip1` with a nested cargo into a target
+//! directory of its own (sharing the outer one would deadlock on its lock), as wasmtime's
+//! test-programs do. Each `.wasm` path is exported as a compile-time environment variable
 //! (`WASMESH_FILTER_HEADERS_WASM`, …) and in a generated table for
 //! `wasmesh_test_programs::filter(name)`.
 
@@ -48,6 +48,7 @@ fn main() {
         program(&packages, &manifest_dir.join("probe")),
         program(&packages, &manifest_dir.join("sdk-probe")),
         program(&packages, &manifest_dir.join("grpc-probe")),
+        program(&packages, &manifest_dir.join("tcp-probe")),
     ];
 
     let target_dir = workspace.join("target").join("wasm-test-programs");
@@ -115,6 +116,7 @@ fn main() {
         manifest_dir.join("probe"),
         manifest_dir.join("sdk-probe"),
         manifest_dir.join("grpc-probe"),
+        manifest_dir.join("tcp-probe"),
         workspace.join("Cargo.toml"),
         workspace.join("Cargo.lock"),
     ] {

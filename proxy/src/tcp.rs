@@ -4,18 +4,31 @@
 //! connector (upstream TLS, connect timeout, `max_connections`), and fed to outlier detection.
 //! Bytes are relayed both ways, each direction half-closed when its sender finishes, until both
 //! are done or nothing moved for `idle_timeout`.
+//!
+//! The listener's `filter_chain` runs network filters, as Envoy's network Wasm filters:
+//! `proxy_on_new_connection` before the upstream is dialled (a filter may hold the connection
+//! until it continues it, e.g. after a callout, or close it), `proxy_on_downstream_data` on
+//! bytes from the client in chain order and `proxy_on_upstream_data` on bytes from the upstream
+//! in reverse order (each may rewrite `DOWNSTREAM_DATA`/`UPSTREAM_DATA`, or return `Pause` to
+//! hold what it has until more arrives or the direction ends), `proxy_close_stream` closing
+//! the connection, and the close callbacks when each side finishes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wasmesh_host::{Action, FailurePolicy, HttpStream, PeerType, Plugin, StreamEnv};
 
 use crate::cluster::outlier::Outcome;
 use crate::config::TcpProxy;
+use crate::filter::attributes::ConnectionAttributes;
 use crate::forward::{ConnectionInfo, ListenerContext};
 
 /// Read size per direction: as much as a few TLS records, without holding much per connection.
 const CHUNK: usize = 16 * 1024;
+/// Longest a network filter may hold a new connection before it continues or closes it.
+const NEW_CONNECTION_LIMIT: Duration = Duration::from_secs(30);
 
 /// Proxies one downstream connection to `tcp.cluster`.
 pub async fn serve<IO>(
@@ -31,6 +44,28 @@ pub async fn serve<IO>(
         tracing::warn!(listener = %listener.name, cluster = %tcp.cluster, "tcp_proxy cluster missing; closing");
         return;
     };
+    let env = Arc::new(ConnectionAttributes::new(
+        conn,
+        &listener.name,
+        &tcp.cluster,
+    ));
+    let mut filters = match &listener.filter_chain {
+        None => None,
+        Some(name) => match snapshot.chains.get(name) {
+            Some(chain) if chain.blocked.is_some() => {
+                tracing::warn!(listener = %listener.name, chain = %name, "filter chain blocked (fail_closed); closing");
+                return;
+            }
+            Some(chain) if !chain.plugins.is_empty() => {
+                let stream_env: Arc<dyn StreamEnv> = env.clone();
+                match NetworkFilters::start(&chain.plugins, stream_env).await {
+                    Some(filters) => Some(filters),
+                    None => return,
+                }
+            }
+            _ => None,
+        },
+    };
     let Some(upstream) = cluster.pick(&HeaderMap::new()) else {
         cluster.counters.connect_failure.increment(1);
         tracing::debug!(listener = %listener.name, cluster = %tcp.cluster, "no endpoint available; closing");
@@ -44,12 +79,16 @@ pub async fn serve<IO>(
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             cluster.counters.connect_failure.increment(1);
             tracing::debug!(listener = %listener.name, peer = %conn.peer, error = %err, "upstream connect failed; closing");
+            if let Some(filters) = filters.as_mut() {
+                filters.closed(Side::Upstream, PeerType::Remote);
+            }
             return;
         }
     };
+    env.set_upstream(&upstream.endpoint.address);
     cluster.observe(upstream.index, Outcome::Success);
     let started = std::time::Instant::now();
-    let moved = relay(downstream, up, tcp.idle_timeout).await;
+    let moved = relay(downstream, up, tcp.idle_timeout, filters.as_mut()).await;
     in_flight.finish(started.elapsed());
     metrics::counter!("wasmesh_tcp_sent_bytes_total", "listener" => listener.name.clone())
         .increment(moved.upstream);
@@ -64,8 +103,21 @@ pub struct Moved {
     pub downstream: u64,
 }
 
-/// Relays bytes both ways until both sides finished or `idle` passed without any.
-pub async fn relay<D, U>(mut downstream: D, mut upstream: U, idle: Duration) -> Moved
+/// Which side of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Downstream,
+    Upstream,
+}
+
+/// Relays bytes both ways until both sides finished or `idle` passed without any, through
+/// `filters` when there are some.
+pub async fn relay<D, U>(
+    mut downstream: D,
+    mut upstream: U,
+    idle: Duration,
+    mut filters: Option<&mut NetworkFilters>,
+) -> Moved
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -75,29 +127,57 @@ where
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {
         tokio::select! {
-            read = downstream.read(&mut from_down), if down_open => match read {
-                Ok(0) | Err(_) => {
+            read = downstream.read(&mut from_down), if down_open => {
+                let (chunk, eos) = match read {
+                    Ok(0) | Err(_) => (Vec::new(), true),
+                    Ok(n) => (from_down[..n].to_vec(), false),
+                };
+                let out = match filters.as_deref_mut() {
+                    Some(f) => match f.data(Side::Downstream, chunk, eos) {
+                        Some(out) => out,
+                        None => break,
+                    },
+                    None => chunk,
+                };
+                if !out.is_empty() {
+                    if upstream.write_all(&out).await.is_err() {
+                        break;
+                    }
+                    moved.upstream += out.len() as u64;
+                }
+                if eos {
                     // The client finished sending: pass the half-close on.
                     down_open = false;
                     let _ = upstream.shutdown().await;
-                }
-                Ok(n) => {
-                    if upstream.write_all(&from_down[..n]).await.is_err() {
-                        break;
+                    if let Some(f) = filters.as_deref_mut() {
+                        f.closed(Side::Downstream, PeerType::Remote);
                     }
-                    moved.upstream += n as u64;
                 }
             },
-            read = upstream.read(&mut from_up), if up_open => match read {
-                Ok(0) | Err(_) => {
-                    up_open = false;
-                    let _ = downstream.shutdown().await;
-                }
-                Ok(n) => {
-                    if downstream.write_all(&from_up[..n]).await.is_err() {
+            read = upstream.read(&mut from_up), if up_open => {
+                let (chunk, eos) = match read {
+                    Ok(0) | Err(_) => (Vec::new(), true),
+                    Ok(n) => (from_up[..n].to_vec(), false),
+                };
+                let out = match filters.as_deref_mut() {
+                    Some(f) => match f.data(Side::Upstream, chunk, eos) {
+                        Some(out) => out,
+                        None => break,
+                    },
+                    None => chunk,
+                };
+                if !out.is_empty() {
+                    if downstream.write_all(&out).await.is_err() {
                         break;
                     }
-                    moved.downstream += n as u64;
+                    moved.downstream += out.len() as u64;
+                }
+                if eos {
+                    up_open = false;
+                    let _ = downstream.shutdown().await;
+                    if let Some(f) = filters.as_deref_mut() {
+                        f.closed(Side::Upstream, PeerType::Remote);
+                    }
                 }
             },
             () = tokio::time::sleep(idle) => {
@@ -106,5 +186,145 @@ where
             }
         }
     }
+    // Whatever side is still open is being closed by the proxy.
+    if let Some(f) = filters {
+        if down_open {
+            f.closed(Side::Downstream, PeerType::Local);
+        }
+        if up_open {
+            f.closed(Side::Upstream, PeerType::Local);
+        }
+    }
     moved
+}
+
+/// One connection's network filters: a stream context per plugin, and what each holds.
+pub struct NetworkFilters {
+    streams: Vec<HttpStream>,
+    /// Per filter and direction, bytes it paused on (delivered again with the next chunk).
+    held: Vec<[Vec<u8>; 2]>,
+    bypass: Vec<bool>,
+}
+
+impl NetworkFilters {
+    /// Starts a stream per plugin and runs `proxy_on_new_connection` in chain order; `None`
+    /// when the connection must be closed (a filter closed it, held it too long, or a
+    /// fail-closed filter failed).
+    async fn start(plugins: &[Arc<Plugin>], env: Arc<dyn StreamEnv>) -> Option<NetworkFilters> {
+        let mut streams = Vec::with_capacity(plugins.len());
+        let mut bypass = Vec::with_capacity(plugins.len());
+        for plugin in plugins {
+            let mut stream = match plugin.network_stream(env.clone()) {
+                Ok(stream) => stream,
+                Err(failure) => {
+                    if plugin.failure_policy() == FailurePolicy::FailClosed {
+                        tracing::warn!(plugin = %plugin.name(), error = %failure, "network filter failed; closing (fail_closed)");
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match stream.on_new_connection() {
+                Ok(Action::Pause) => {
+                    let waiter = stream.resume_waiter();
+                    let resumed = tokio::time::timeout(NEW_CONNECTION_LIMIT, waiter.wait()).await;
+                    stream.unpark();
+                    if resumed.is_err() {
+                        tracing::warn!(plugin = %plugin.name(), "network filter held a new connection too long; closing");
+                        return None;
+                    }
+                }
+                Ok(Action::Continue) => {}
+                Err(failure) => {
+                    if plugin.failure_policy() == FailurePolicy::FailClosed {
+                        tracing::warn!(plugin = %plugin.name(), error = %failure, "network filter failed; closing (fail_closed)");
+                        return None;
+                    }
+                    bypass.push(true);
+                    streams.push(stream);
+                    continue;
+                }
+            }
+            if stream.data.close_requested {
+                return None;
+            }
+            bypass.push(false);
+            streams.push(stream);
+        }
+        let held = streams.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+        Some(NetworkFilters {
+            streams,
+            held,
+            bypass,
+        })
+    }
+
+    /// Runs a chunk through the filters (chain order from downstream, reverse from upstream);
+    /// returns what flows on, or `None` when the connection must close.
+    fn data(&mut self, from: Side, mut data: Vec<u8>, end_of_stream: bool) -> Option<Vec<u8>> {
+        let slot = match from {
+            Side::Downstream => 0,
+            Side::Upstream => 1,
+        };
+        let order: Vec<usize> = match from {
+            Side::Downstream => (0..self.streams.len()).collect(),
+            Side::Upstream => (0..self.streams.len()).rev().collect(),
+        };
+        for i in order {
+            if self.bypass[i] {
+                continue;
+            }
+            let stream = &mut self.streams[i];
+            let mut input = std::mem::take(&mut self.held[i][slot]);
+            input.extend_from_slice(&data);
+            let result = match from {
+                Side::Downstream => {
+                    stream.data.downstream_data = input;
+                    let r = stream.on_downstream_data(end_of_stream);
+                    data = std::mem::take(&mut stream.data.downstream_data);
+                    r
+                }
+                Side::Upstream => {
+                    stream.data.upstream_data = input;
+                    let r = stream.on_upstream_data(end_of_stream);
+                    data = std::mem::take(&mut stream.data.upstream_data);
+                    r
+                }
+            };
+            if stream.data.close_requested {
+                return None;
+            }
+            match result {
+                Ok(Action::Pause) if !end_of_stream => {
+                    self.held[i][slot] = data;
+                    return Some(Vec::new());
+                }
+                Ok(_) => {}
+                Err(failure) => {
+                    if stream.plugin().failure_policy() == FailurePolicy::FailClosed {
+                        tracing::warn!(plugin = %stream.plugin().name(), error = %failure, "network filter failed; closing (fail_closed)");
+                        return None;
+                    }
+                    self.bypass[i] = true;
+                }
+            }
+        }
+        Some(data)
+    }
+
+    /// Tells every filter one side of the connection closed, and who closed it.
+    fn closed(&mut self, side: Side, peer: PeerType) {
+        for (i, stream) in self.streams.iter_mut().enumerate() {
+            if self.bypass[i] {
+                continue;
+            }
+            let result = match side {
+                Side::Downstream => stream.on_downstream_close(peer),
+                Side::Upstream => stream.on_upstream_close(peer),
+            };
+            if result.is_err() {
+                self.bypass[i] = true;
+            }
+        }
+    }
 }

@@ -192,3 +192,94 @@ fn a_listener_needs_exactly_one_of_route_config_and_tcp_proxy() {
         "{out}"
     );
 }
+
+/// The listener's network filters in the real proxy: `tcp-probe` (published proxy-wasm SDK)
+/// rewrites bytes both ways, holds data until the client finishes, closes on a word, holds a new
+/// connection until a tick continues it, and sees who closed each side.
+fn filtered(endpoints: &[SocketAddr], words: &str) -> String {
+    config(endpoints, "    filter_chain: net\n")
+        + &format!(
+            "filter_chains:\n  - name: net\n    plugins:\n      - name: tcp-probe\n        source: \"file://{}\"\n        config: \"{words}\"\n",
+            wasmesh_test_programs::TCP_PROBE_WASM
+        )
+}
+
+#[tokio::test]
+async fn network_filters_rewrite_bytes_both_ways() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&filtered(&[upstream], "upper prefix"));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"hello").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"[up]a:HELLO");
+    tcp.shutdown().await.expect("half-close");
+    assert_eq!(read_to_close(&mut tcp).await, "[up]a:bye");
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    for (metric, value) in [
+        ("wasmesh_filter_tcp_probe_connections", 1),
+        ("wasmesh_filter_tcp_probe_closed_downstream_remote", 1),
+        ("wasmesh_filter_tcp_probe_closed_upstream_remote", 1),
+    ] {
+        assert!(
+            stats.contains(&format!("{metric}{{plugin=\"tcp-probe\"}} {value}")),
+            "{metric} in {stats}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_network_filter_can_hold_data_until_the_client_finishes() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&filtered(&[upstream], "hold"));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"one,").await.expect("write");
+    tcp.write_all(b"two").await.expect("write");
+    tcp.shutdown().await.expect("half-close");
+    // Held until the end: the upstream saw both writes as one chunk, then the half-close.
+    assert_eq!(read_to_close(&mut tcp).await, "a:one,twoa:bye");
+}
+
+#[tokio::test]
+async fn a_network_filter_can_close_the_connection() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&filtered(&[upstream], "close-on-bad"));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"fine").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"a:fine");
+    tcp.write_all(b"this is bad").await.expect("write");
+    assert_eq!(
+        read_to_close(&mut tcp).await,
+        "",
+        "closed by the filter, and the bad bytes never reached the upstream"
+    );
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        stats.contains("wasmesh_filter_tcp_probe_closed_downstream_local{plugin=\"tcp-probe\"} 1"),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn a_network_filter_can_hold_a_new_connection_until_it_continues_it() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&filtered(&[upstream], "wait"));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"after").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+        .await
+        .expect("continued by the filter's tick")
+        .expect("read");
+    assert_eq!(&buf[..n], b"a:after");
+}

@@ -13,6 +13,10 @@ pub const SDK_PROBE_WASM: &str = env!("WASMESH_SDK_PROBE_WASM");
 /// requests with unary gRPC calls and echoes through gRPC streams, chosen by request headers.
 pub const GRPC_PROBE_WASM: &str = env!("WASMESH_GRPC_PROBE_WASM");
 
+/// `tcp-probe/`: a network (TCP) filter written against the published `proxy-wasm` crate;
+/// its plugin configuration's words choose what it does to the bytes.
+pub const TCP_PROBE_WASM: &str = env!("WASMESH_TCP_PROBE_WASM");
+
 /// `filters/headers`: the stock header-editing filter.
 pub const HEADERS_WASM: &str = env!("WASMESH_FILTER_HEADERS_WASM");
 
@@ -53,6 +57,7 @@ mod tests {
         assert_eq!(super::filter("headers"), super::HEADERS_WASM);
         assert!(std::path::Path::new(super::PROBE_WASM).is_file());
         assert!(std::path::Path::new(super::GRPC_PROBE_WASM).is_file());
+        assert!(std::path::Path::new(super::TCP_PROBE_WASM).is_file());
         assert_eq!(super::try_filter("nope"), None);
     }
 }

@@ -140,7 +140,6 @@ impl StreamEnv for RequestAttributes {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let text = |s: &str| Some(s.as_bytes().to_vec());
         let int = |n: i64| Some(n.to_le_bytes().to_vec());
-        let peer = self.tls.as_ref().and_then(|t| t.peer.as_ref());
         match path {
             ["request", "path"] => text(&self.path),
             ["request", "url_path"] => text(self.path.split('?').next().unwrap_or("")),
@@ -173,32 +172,96 @@ impl StreamEnv for RequestAttributes {
                     .and_then(|(_, p)| p.parse::<i64>().ok())
                     .and_then(int)
             }),
-            ["source", "address"] => text(&self.source.to_string()),
-            ["source", "port"] => int(i64::from(self.source.port())),
-            ["destination", "address"] => text(&self.destination.to_string()),
-            ["destination", "port"] => int(i64::from(self.destination.port())),
-            ["connection", "mtls"] => Some(vec![u8::from(peer.is_some())]),
-            ["connection", "tls_version"] => {
-                self.tls.as_ref().and_then(|t| t.version).and_then(text)
-            }
-            ["connection", "requested_server_name"] => self
-                .tls
-                .as_ref()
-                .and_then(|t| t.sni.as_deref())
-                .and_then(text),
-            ["connection", "uri_san_peer_certificate"] => peer
-                .and_then(|p| p.uri_sans.first())
-                .map(|s| s.as_bytes().to_vec()),
-            ["connection", "dns_san_peer_certificate"] => peer
-                .and_then(|p| p.dns_sans.first())
-                .map(|s| s.as_bytes().to_vec()),
-            ["connection", "subject_peer_certificate"] => {
-                peer.map(|p| p.subject.as_bytes().to_vec())
-            }
             ["route_name"] => text(&self.route_name),
             ["cluster_name"] => text(&self.cluster_name),
             ["listener_name"] | ["xds", "listener_name"] => text(&self.listener_name),
-            _ => None,
+            other => connection_property(self.source, self.destination, &self.tls, other),
+        }
+    }
+}
+
+/// The attributes of the connection a request or a network stream came on:
+/// `source.*`, `destination.*`, `connection.*`.
+fn connection_property(
+    source: SocketAddr,
+    destination: SocketAddr,
+    tls: &Option<Arc<TlsInfo>>,
+    path: &[&str],
+) -> Option<Vec<u8>> {
+    let text = |s: &str| Some(s.as_bytes().to_vec());
+    let int = |n: i64| Some(n.to_le_bytes().to_vec());
+    let peer = tls.as_ref().and_then(|t| t.peer.as_ref());
+    match path {
+        ["source", "address"] => text(&source.to_string()),
+        ["source", "port"] => int(i64::from(source.port())),
+        ["destination", "address"] => text(&destination.to_string()),
+        ["destination", "port"] => int(i64::from(destination.port())),
+        ["connection", "mtls"] => Some(vec![u8::from(peer.is_some())]),
+        ["connection", "tls_version"] => tls.as_ref().and_then(|t| t.version).and_then(text),
+        ["connection", "requested_server_name"] => {
+            tls.as_ref().and_then(|t| t.sni.as_deref()).and_then(text)
+        }
+        ["connection", "uri_san_peer_certificate"] => peer
+            .and_then(|p| p.uri_sans.first())
+            .map(|s| s.as_bytes().to_vec()),
+        ["connection", "dns_san_peer_certificate"] => peer
+            .and_then(|p| p.dns_sans.first())
+            .map(|s| s.as_bytes().to_vec()),
+        ["connection", "subject_peer_certificate"] => peer.map(|p| p.subject.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+/// What a network (TCP) filter can ask about its connection.
+pub struct ConnectionAttributes {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub tls: Option<Arc<TlsInfo>>,
+    pub listener_name: String,
+    pub cluster_name: String,
+    upstream: Mutex<Option<String>>,
+}
+
+impl ConnectionAttributes {
+    pub fn new(
+        connection: &crate::forward::ConnectionInfo,
+        listener_name: &str,
+        cluster_name: &str,
+    ) -> ConnectionAttributes {
+        ConnectionAttributes {
+            source: connection.peer,
+            destination: connection.local,
+            tls: connection.tls.clone(),
+            listener_name: listener_name.to_string(),
+            cluster_name: cluster_name.to_string(),
+            upstream: Mutex::new(None),
+        }
+    }
+
+    /// Records the endpoint the connection was joined to (`upstream.address`).
+    pub fn set_upstream(&self, address: &str) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(address.to_string());
+    }
+}
+
+impl StreamEnv for ConnectionAttributes {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let upstream = || {
+            self.upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        match path {
+            ["listener_name"] | ["xds", "listener_name"] => {
+                Some(self.listener_name.as_bytes().to_vec())
+            }
+            ["cluster_name"] => Some(self.cluster_name.as_bytes().to_vec()),
+            ["upstream", "address"] => upstream().map(String::into_bytes),
+            ["upstream", "port"] => upstream()
+                .and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse::<i64>().ok()))
+                .map(|p| p.to_le_bytes().to_vec()),
+            other => connection_property(self.source, self.destination, &self.tls, other),
         }
     }
 }
