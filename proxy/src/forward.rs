@@ -138,6 +138,8 @@ async fn route_and_forward(
     };
     let mut streams = Vec::new();
     let mut attributes: Option<Arc<RequestAttributes>> = None;
+    // Picked once: filters read it (`cluster_name`) and the request goes there.
+    let mut cluster_name = route.action.pick_cluster().clone();
     if !chain.is_empty() {
         let env = Arc::new(RequestAttributes::new(
             filter::attributes::Request {
@@ -150,7 +152,7 @@ async fn route_and_forward(
             },
             conn,
             &route.name,
-            route.action.pick_cluster(),
+            &cluster_name,
             &listener.name,
         ));
         attributes = Some(env.clone());
@@ -174,15 +176,20 @@ async fn route_and_forward(
         {
             Phase::Continue => {}
             Phase::Respond(local) => {
-                let response = hold_until_done(local_response(local), Box::new(streams));
+                let local = Reply::local(local_response(local));
+                let response =
+                    respond(local, streams, Some(&env), route.timeout, &route.name).await;
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
                 tracing::warn!(route = %route.name, error = %message, "filter failed; answering 503 (fail_closed)");
-                return (
-                    route.name.clone(),
-                    local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed"),
-                );
+                let failed = Reply::local(local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "filter failed",
+                ));
+                let response =
+                    respond(failed, streams, Some(&env), route.timeout, &route.name).await;
+                return (route.name.clone(), response);
             }
         }
         let pseudo = filter::apply_pairs(&pairs, &mut parts.headers);
@@ -208,7 +215,11 @@ async fn route_and_forward(
         }
         if filter::route_cache_cleared(&streams) {
             match table.select(&authority, parts.uri.path(), &parts.headers) {
-                Some(again) => route = again,
+                Some(again) => {
+                    route = again;
+                    cluster_name = route.action.pick_cluster().clone();
+                    env.set_route(&route.name, &cluster_name);
+                }
                 None => {
                     return (
                         route.name.clone(),
@@ -220,8 +231,7 @@ async fn route_and_forward(
     }
 
     let route_name = route.name.clone();
-    let cluster_name = route.action.pick_cluster();
-    let Some(cluster) = snapshot.clusters.get(&**cluster_name) else {
+    let Some(cluster) = snapshot.clusters.get(&*cluster_name) else {
         return (
             route_name,
             local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found"),
@@ -277,62 +287,29 @@ async fn route_and_forward(
         upstream: None,
         flags: response_flags::UPSTREAM_REQUEST_TIMEOUT,
     });
-    let (mut response, upstream_upgrade) = (sent.response, sent.upgrade);
     let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(local) = local {
+    let upstream_upgrade = if local.is_some() { None } else { sent.upgrade };
+    let reply = match local {
         // A request filter answered from its body: its answer stands, whatever the upstream
         // (which saw the request body cut short) said.
-        let response = local_response(local);
-        if let Some(attributes) = &attributes {
-            attributes.record_response(response.status().as_u16(), 0, None);
-        }
-        let response = hold_until_done(response, Box::new(streams));
-        return (route_name, response);
-    }
-    if !streams.is_empty() {
-        let mut pairs = filter::response_pairs(response.status(), response.headers());
-        let end_of_stream = response.body().is_end_stream();
-        match filter::response_headers(&streams, &mut pairs, end_of_stream, route.timeout).await {
-            Phase::Continue => {
-                let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
-                if let Some(status) = pseudo
-                    .get("status")
-                    .and_then(|s| s.parse::<u16>().ok())
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                {
-                    *response.status_mut() = status;
-                }
-                if !end_of_stream {
-                    // Filters may change the body's length, so it goes out chunked.
-                    response.headers_mut().remove(header::CONTENT_LENGTH);
-                    let (streams, attributes) = (streams.clone(), attributes.clone());
-                    response = response.map(|b| {
-                        filter::filter_body(
-                            b,
-                            streams,
-                            filter::Direction::Response,
-                            attributes,
-                            None,
-                        )
-                    });
-                }
-            }
-            Phase::Respond(local) => response = local_response(local),
-            Phase::Failed(message) => {
-                tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
-                response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
-            }
-        }
-        if let Some(attributes) = &attributes {
-            let upstream = sent
+        Some(local) => Reply::local(local_response(local)),
+        None => Reply {
+            response: sent.response,
+            flags: sent.flags,
+            upstream: sent
                 .upstream
                 .as_ref()
-                .map(|e| Arc::from(e.address.as_str()));
-            attributes.record_response(response.status().as_u16(), sent.flags, upstream);
-        }
-        // The filters' contexts end when the response body does (on_done, on_log, on_delete).
-        response = hold_until_done(response, Box::new(streams));
-    }
+                .map(|e| Arc::from(e.address.as_str())),
+        },
+    };
+    let response = respond(
+        reply,
+        streams,
+        attributes.as_ref(),
+        route.timeout,
+        &route_name,
+    )
+    .await;
     if let (Some(downstream), Some(upstream)) = (downstream_upgrade, upstream_upgrade) {
         splice_upgrade(downstream, upstream);
     }
@@ -890,6 +867,76 @@ fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrad
 
 /// Wraps a response body so that `guard` is dropped only when the body is finished (or the
 /// client goes away), keeping in-flight counts true for streaming responses.
+/// A response on its way downstream, with what `on_log` should learn about it.
+struct Reply {
+    response: Response<ProxyBody>,
+    /// Envoy's response flags: why the proxy answered itself, if it did.
+    flags: u64,
+    /// The endpoint that answered, if one did.
+    upstream: Option<Arc<str>>,
+}
+
+impl Reply {
+    /// An answer made here (by a filter or by the proxy), not by an upstream.
+    fn local(response: Response<ProxyBody>) -> Reply {
+        Reply {
+            response,
+            flags: 0,
+            upstream: None,
+        }
+    }
+}
+
+/// Sends a response back through the filters that saw the request, in reverse order, as
+/// Envoy's encoder chain does — whether an upstream or a filter produced it, so that (say) a
+/// CORS filter decorates a rate limiter's 429 — then records it for `on_log` and ties the
+/// filters' contexts to its body. A filter answering from its response callbacks replaces the
+/// response; that answer does not go through the filters again.
+async fn respond(
+    reply: Reply,
+    streams: Vec<filter::SharedStream>,
+    attributes: Option<&Arc<RequestAttributes>>,
+    pause_limit: Duration,
+    route_name: &str,
+) -> Response<ProxyBody> {
+    let mut response = reply.response;
+    if streams.is_empty() {
+        return response;
+    }
+    let mut pairs = filter::response_pairs(response.status(), response.headers());
+    let end_of_stream = response.body().is_end_stream();
+    match filter::response_headers(&streams, &mut pairs, end_of_stream, pause_limit).await {
+        Phase::Continue => {
+            let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
+            if let Some(status) = pseudo
+                .get("status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+            {
+                *response.status_mut() = status;
+            }
+            if !end_of_stream {
+                // Filters may change the body's length, so it goes out chunked.
+                response.headers_mut().remove(header::CONTENT_LENGTH);
+                let (streams, attributes) = (streams.clone(), attributes.cloned());
+                response = response.map(|b| {
+                    filter::filter_body(b, streams, filter::Direction::Response, attributes, None)
+                });
+            }
+        }
+        Phase::Respond(local) => response = local_response(local),
+        Phase::Failed(message) => {
+            tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
+            response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
+        }
+    }
+    if let Some(attributes) = attributes {
+        attributes.record_response(response.status().as_u16(), reply.flags, reply.upstream);
+    }
+    // The filters' contexts end when the response body does (on_done, on_log, on_delete).
+    hold_until_done(response, Box::new(streams))
+}
+
 fn hold_until_done(
     response: Response<ProxyBody>,
     guard: Box<dyn std::any::Any + Send>,

@@ -79,6 +79,81 @@ async fn filter_local_response_never_reaches_the_upstream() {
     assert_eq!(upstream.hits(), 0);
 }
 
+/// A filter's local answer goes back through the response callbacks of the filters that saw
+/// the request (Envoy's encoder chain: the answering one included), and `on_log` sees it.
+#[tokio::test]
+async fn a_local_answer_goes_back_through_the_earlier_filters() {
+    let upstream = Upstream::named("alpha").await;
+    let base = simple_config("", &[upstream.addr], "            filter_chain: both\n");
+    let config = format!(
+        r#"{base}
+filter_chains:
+  - name: both
+    plugins:
+      - name: decorate
+        source: "file://{headers}"
+        config: {{ response: {{ set: {{ x-decorated: "yes" }} }} }}
+      - name: probe
+        source: "file://{probe}"
+        vm_id: probe
+"#,
+        headers = wasmesh_test_programs::HEADERS_WASM,
+        probe = wasmesh_test_programs::PROBE_WASM,
+    );
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("main");
+    let got = send(
+        addr,
+        request(
+            "GET",
+            "/local",
+            &[("x-probe-log-properties", "response.code")],
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(got.status.as_u16(), 418, "{}", got.text());
+    assert_eq!(got.text(), "local reply");
+    assert_eq!(got.header("x-local"), Some("yes"));
+    assert_eq!(
+        got.header("x-decorated"),
+        Some("yes"),
+        "the earlier filter saw the answer"
+    );
+    assert_eq!(
+        got.header("x-probe"),
+        Some("response"),
+        "so did the one that answered"
+    );
+    assert_eq!(upstream.hits(), 0);
+
+    let mut logged = String::new();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), async || {
+            send(
+                addr,
+                request("GET", "/next", &[("x-probe-logged", "1")]),
+                false,
+            )
+            .await;
+            logged = upstream
+                .last_seen()
+                .headers
+                .get("x-probe-logged")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            !logged.is_empty()
+        })
+        .await,
+        "on_log never recorded the properties"
+    );
+    assert_eq!(
+        logged,
+        format!("response.code={}", hex(&418i64.to_le_bytes()))
+    );
+}
+
 #[tokio::test]
 async fn failing_filters_follow_their_failure_policy_and_the_proxy_keeps_serving() {
     let upstream = Upstream::named("alpha").await;

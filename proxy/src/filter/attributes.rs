@@ -29,8 +29,8 @@ pub struct RequestAttributes {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub tls: Option<Arc<TlsInfo>>,
-    pub route_name: String,
-    pub cluster_name: String,
+    /// The route and cluster chosen; a filter clearing the route cache may change them.
+    routing: Mutex<Routing>,
     pub listener_name: String,
     /// When the request arrived (`request.time`), and the clock `request.duration` runs on.
     pub start_time: SystemTime,
@@ -38,6 +38,12 @@ pub struct RequestAttributes {
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     response: Mutex<ResponseFacts>,
+}
+
+#[derive(Debug, Clone)]
+struct Routing {
+    route: String,
+    cluster: String,
 }
 
 /// What is learnt about the response as it is produced.
@@ -93,8 +99,10 @@ impl RequestAttributes {
             source: connection.peer,
             destination: connection.local,
             tls: connection.tls.clone(),
-            route_name: route_name.to_string(),
-            cluster_name: cluster_name.to_string(),
+            routing: Mutex::new(Routing {
+                route: route_name.to_string(),
+                cluster: cluster_name.to_string(),
+            }),
             listener_name: listener_name.to_string(),
             start_time: SystemTime::now(),
             start: Instant::now(),
@@ -111,6 +119,20 @@ impl RequestAttributes {
         facts.code = Some(code);
         facts.flags = flags;
         facts.upstream = upstream;
+    }
+
+    /// Records the route and cluster chosen again after a filter cleared the route cache.
+    pub fn set_route(&self, route_name: &str, cluster_name: &str) {
+        let mut routing = self.routing.lock().unwrap_or_else(|e| e.into_inner());
+        routing.route = route_name.to_string();
+        routing.cluster = cluster_name.to_string();
+    }
+
+    fn routing(&self) -> Routing {
+        self.routing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts request body bytes received from the client.
@@ -172,8 +194,8 @@ impl StreamEnv for RequestAttributes {
                     .and_then(|(_, p)| p.parse::<i64>().ok())
                     .and_then(int)
             }),
-            ["route_name"] => text(&self.route_name),
-            ["cluster_name"] => text(&self.cluster_name),
+            ["route_name"] => text(&self.routing().route),
+            ["cluster_name"] => text(&self.routing().cluster),
             ["listener_name"] | ["xds", "listener_name"] => text(&self.listener_name),
             other => connection_property(self.source, self.destination, &self.tls, other),
         }

@@ -32,13 +32,19 @@
 //! - `x-probe-body-deny: WORD`: buffers the request body and answers 403 `body denied` (header
 //!   `x-probe-denied: body`) from the body callback when WORD is in it;
 //!   `x-probe-body-trailer`: adds request trailer `x-probe-added: body` at the end of the body;
+//! - `x-probe-hold: CODE`: pauses the request; the next tick answers every held request with
+//!   its own CODE (body `held CODE`, header `x-held-context`);
+//! - `x-probe-set-tick: MS`: sets the tick period from a stream (0 stops the timer);
+//! - plugin config `callout-on-configure`: `on_configure` calls cluster `backend` at `/config`
+//!   and keeps the answer's body in shared data `probe_configure_callout`;
 //! - a root context's `on_done` counts `probe_root_done` in shared data, echoed in
 //!   `x-probe-root-done`;
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
 //!   shared data as `name=hex(value)` lines (absent ones as `name=-`); a later request with
 //!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -53,6 +59,7 @@ proxy_wasm::main! {{
             metric: Cell::new(None),
             queue: None,
             configured_at: None,
+            held: Rc::new(RefCell::new(Vec::new())),
         })
     });
 }}
@@ -63,6 +70,9 @@ struct ProbeRoot {
     metric: Cell<Option<u32>>,
     queue: Option<u32>,
     configured_at: Option<Instant>,
+    /// Streams held by `x-probe-hold` (context id, status to answer with), answered by the
+    /// next tick.
+    held: Rc<RefCell<Vec<(u32, u32)>>>,
 }
 
 impl Context for ProbeRoot {
@@ -71,6 +81,17 @@ impl Context for ProbeRoot {
     fn on_done(&mut self) -> bool {
         bump("probe_root_done");
         true
+    }
+
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _: usize) {
+        // The callout `on_configure` sent (`callout-on-configure`).
+        if let Some(body) = self.get_http_call_response_body(0, body_size) {
+            let _ = proxy_wasm::hostcalls::set_shared_data(
+                "probe_configure_callout",
+                Some(&body),
+                None,
+            );
+        }
     }
 }
 
@@ -114,6 +135,19 @@ impl RootContext for ProbeRoot {
         if config == "tick" {
             self.set_tick_period(std::time::Duration::from_millis(10));
         }
+        if config == "callout-on-configure" {
+            let _ = self.dispatch_http_call(
+                "backend",
+                vec![
+                    (":method", "GET"),
+                    (":path", "/config"),
+                    (":authority", "backend"),
+                ],
+                None,
+                vec![],
+                std::time::Duration::from_secs(5),
+            );
+        }
         self.configured_at = Some(Instant::now());
         self.queue = proxy_wasm::hostcalls::register_shared_queue("probe").ok();
         let _ = proxy_wasm::hostcalls::register_shared_queue("probe-out");
@@ -127,6 +161,19 @@ impl RootContext for ProbeRoot {
 
     fn on_tick(&mut self) {
         bump("probe_ticks");
+        // Answer every held stream, each with its own status: switching from one paused
+        // stream to the next in one root callback.
+        for (context, code) in self.held.borrow_mut().drain(..) {
+            if proxy_wasm::hostcalls::set_effective_context(context).is_ok() {
+                let body = format!("held {code}");
+                let id = context.to_string();
+                let _ = proxy_wasm::hostcalls::send_http_response(
+                    code,
+                    vec![("x-held-context", id.as_str())],
+                    Some(body.as_bytes()),
+                );
+            }
+        }
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
@@ -138,13 +185,15 @@ impl RootContext for ProbeRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
+            context_id,
             config: self.config.clone(),
             vm_config: self.vm_config.clone(),
             metric: self.metric.get(),
             body: false,
             configured_at: self.configured_at,
+            held: self.held.clone(),
             log_properties: Vec::new(),
             deny_word: None,
             body_trailer: false,
@@ -157,11 +206,13 @@ impl RootContext for ProbeRoot {
 }
 
 struct Probe {
+    context_id: u32,
     config: String,
     vm_config: String,
     metric: Option<u32>,
     body: bool,
     configured_at: Option<Instant>,
+    held: Rc<RefCell<Vec<(u32, u32)>>>,
     /// Properties to read in `on_log` (`x-probe-log-properties`).
     log_properties: Vec<String>,
     /// `x-probe-body-deny`: a word that, found in the request body, gets a local 403.
@@ -246,6 +297,10 @@ impl HttpContext for Probe {
         self.body = self.get_http_request_header("x-probe-body").is_some();
         let n = self.count();
         proxy_wasm::hostcalls::log(LogLevel::Info, &format!("probe request {n}")).ok();
+        // Read before any local answer, so `on_log` can report on answered requests too.
+        if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
+            self.log_properties = names.split(',').map(str::to_string).collect();
+        }
         if self.get_http_request_header(":path").as_deref() == Some("/local") {
             self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
             return Action::Pause;
@@ -314,6 +369,19 @@ impl HttpContext for Probe {
                 self.set_http_request_header(header, Some(&String::from_utf8_lossy(&value)));
             }
         }
+        if let Some(ms) = self
+            .get_http_request_header("x-probe-set-tick")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let _ = proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(ms));
+        }
+        if let Some(code) = self
+            .get_http_request_header("x-probe-hold")
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            self.held.borrow_mut().push((self.context_id, code));
+            return Action::Pause;
+        }
         if let Some(assignments) = self.get_http_request_header("x-probe-set-property") {
             for assignment in assignments.split(';') {
                 if let Some((key, value)) = assignment.split_once('=') {
@@ -325,9 +393,6 @@ impl HttpContext for Probe {
         self.body_trailer = self
             .get_http_request_header("x-probe-body-trailer")
             .is_some();
-        if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
-            self.log_properties = names.split(',').map(str::to_string).collect();
-        }
         if self.get_http_request_header("x-probe-logged").is_some() {
             let logged = self
                 .get_shared_data("probe_logged")
