@@ -14,6 +14,30 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Buckets for the histograms filters define (`proxy_define_metric`), whose unit the host
+/// cannot know: Envoy's default bounds, which suit the milliseconds filters usually record.
+const FILTER_BUCKETS: &[f64] = &[
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    30_000.0,
+    60_000.0,
+    300_000.0,
+    600_000.0,
+    1_800_000.0,
+    3_600_000.0,
+];
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle (`None` if another
@@ -23,6 +47,8 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Prefix("wasmesh_filter_".into()), FILTER_BUCKETS)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();

@@ -166,3 +166,42 @@ async fn stats_show_counters_buckets_and_sizes_per_route_and_code() {
         "{stats}"
     );
 }
+
+/// A histogram a filter defines (`proxy_define_metric`) is a Prometheus histogram on `/stats`,
+/// with Envoy's default bucket bounds (the host cannot know the unit; filters usually record
+/// milliseconds).
+#[tokio::test]
+async fn filter_histograms_have_buckets_on_stats() {
+    let upstream = Upstream::named("app").await;
+    let proxy = Proxy::start(&proxy_config(
+        upstream.addr,
+        r#"{"histogram": {"mode": "host"}}"#,
+    ));
+    assert_eq!(
+        get(proxy.addr("main"), "/users/1").await.status,
+        StatusCode::OK
+    );
+    let admin = proxy.admin.expect("admin");
+    let count =
+        r#"wasmesh_filter_request_duration_ms_count{plugin="metrics",route="users",code="200"}"#;
+    let mut stats = String::new();
+    let recorded = eventually(Duration::from_secs(10), async || {
+        stats = get_admin_text(admin, "/stats");
+        sample(&stats, count) == Some(1.0)
+    })
+    .await;
+    assert!(recorded, "{stats}");
+    for le in ["0.5", "1000", "3600000", "+Inf"] {
+        let bucket = format!(
+            r#"wasmesh_filter_request_duration_ms_bucket{{plugin="metrics",route="users",code="200",le="{le}"}}"#
+        );
+        assert!(
+            sample(&stats, &bucket).is_some(),
+            "no {bucket} in:\n{stats}"
+        );
+    }
+    assert!(
+        !stats.contains("wasmesh_filter_request_duration_ms{"),
+        "a summary instead of a histogram:\n{stats}"
+    );
+}
