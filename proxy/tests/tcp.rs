@@ -68,6 +68,18 @@ admin:
     )
 }
 
+/// `/stats` once `ok` holds for it (or as it last was): the proxy records a connection's
+/// outcome as the connection ends, which may be just after the client has seen it close.
+async fn stats_once(admin: std::net::SocketAddr, ok: impl Fn(&str) -> bool) -> String {
+    let mut stats = String::new();
+    eventually(Duration::from_secs(10), async || {
+        stats = get_admin_text(admin, "/stats");
+        ok(&stats)
+    })
+    .await;
+    stats
+}
+
 /// Reads until the peer closes.
 async fn read_to_close<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
     let mut out = Vec::new();
@@ -89,11 +101,9 @@ async fn bytes_go_both_ways_and_half_closes_pass_through() {
     // The client is done sending; the upstream sees EOF, answers, and closes.
     tcp.shutdown().await.expect("half-close");
     assert_eq!(read_to_close(&mut tcp).await, "a:bye");
-    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
-    assert!(
-        stats.contains("wasmesh_tcp_sent_bytes_total{listener=\"tcp\"} 5"),
-        "{stats}"
-    );
+    let sent = "wasmesh_tcp_sent_bytes_total{listener=\"tcp\"} 5";
+    let stats = stats_once(proxy.admin.expect("admin"), |s| s.contains(sent)).await;
+    assert!(stats.contains(sent), "{stats}");
 }
 
 #[tokio::test]
@@ -149,8 +159,9 @@ async fn no_reachable_upstream_closes_the_connection() {
         .await
         .expect("connect");
     assert_eq!(read_to_close(&mut tcp).await, "", "closed without data");
-    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
-    assert!(stats.contains("outcome=\"connect_failure\"} 1"), "{stats}");
+    let failed = "outcome=\"connect_failure\"} 1";
+    let stats = stats_once(proxy.admin.expect("admin"), |s| s.contains(failed)).await;
+    assert!(stats.contains(failed), "{stats}");
 }
 
 #[tokio::test]
@@ -217,7 +228,13 @@ async fn network_filters_rewrite_bytes_both_ways() {
     assert_eq!(&buf[..n], b"[up]a:HELLO");
     tcp.shutdown().await.expect("half-close");
     assert_eq!(read_to_close(&mut tcp).await, "[up]a:bye");
-    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    let stats = stats_once(proxy.admin.expect("admin"), |s| {
+        s.contains("wasmesh_filter_tcp_probe_closed_upstream_remote{plugin=\"tcp-probe\"} 1")
+            && s.contains(
+                "wasmesh_filter_tcp_probe_closed_downstream_remote{plugin=\"tcp-probe\"} 1",
+            )
+    })
+    .await;
     for (metric, value) in [
         ("wasmesh_filter_tcp_probe_connections", 1),
         ("wasmesh_filter_tcp_probe_closed_downstream_remote", 1),
@@ -261,7 +278,10 @@ async fn a_network_filter_can_close_the_connection() {
         "",
         "closed by the filter, and the bad bytes never reached the upstream"
     );
-    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    let stats = stats_once(proxy.admin.expect("admin"), |s| {
+        s.contains("wasmesh_filter_tcp_probe_closed_downstream_local{plugin=\"tcp-probe\"} 1")
+    })
+    .await;
     assert!(
         stats.contains("wasmesh_filter_tcp_probe_closed_downstream_local{plugin=\"tcp-probe\"} 1"),
         "{stats}"
