@@ -2,12 +2,15 @@
 //! embedded filter registry holding the stock filters, and the default configuration that puts
 //! the proxy in front of them with a filter chain pulled from that registry. `wasmesh demo` runs
 //! all of it, so a fresh checkout shows a working proxy with one command — and pushing a new
-//! filter to the demo's tag rolls it out live. The bench and tests reuse the upstream.
+//! filter to the demo's tag rolls it out live. The bench and tests reuse the upstream, which can
+//! also answer a fixed body (so every proxy in a benchmark gets the same response) and serve TLS
+//! with client-certificate verification (the upstream of the bench's mTLS scenario).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -19,14 +22,37 @@ use tokio::net::TcpListener;
 use crate::body::{self, ProxyBody};
 use crate::config::{self, Config};
 
+/// How a demo upstream answers, beyond the default description of each request.
+#[derive(Clone, Default)]
+pub struct UpstreamOptions {
+    /// Answer every request (but `/healthz`) with `200` and this body, `text/plain`, instead of a
+    /// description of the request — whose size would depend on the headers a proxy added.
+    pub fixed_body: Option<Bytes>,
+    /// Serve TLS with this configuration (HTTP/1.1 or HTTP/2 inside, whichever the client speaks).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Starts a demo upstream on `address` (port 0 picks one) and returns where it listens.
 ///
 /// `GET /healthz` answers `ok`; any other request gets a JSON description of itself (service
 /// name, method, path, headers, body length), which is what a person trying the proxy wants to see.
 pub async fn spawn_upstream(name: &str, address: SocketAddr) -> std::io::Result<SocketAddr> {
+    spawn_upstream_with(name, address, UpstreamOptions::default()).await
+}
+
+/// [`spawn_upstream`] with a fixed answer and/or TLS. Plain connections may speak HTTP/1.1 or
+/// HTTP/2 with prior knowledge (h2c); a TLS handshake that fails (say, no client certificate when
+/// one is required) closes that connection only.
+pub async fn spawn_upstream_with(
+    name: &str,
+    address: SocketAddr,
+    options: UpstreamOptions,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     let name: Arc<str> = name.into();
+    let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let fixed_body = options.fixed_body;
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -34,15 +60,59 @@ pub async fn spawn_upstream(name: &str, address: SocketAddr) -> std::io::Result<
             };
             let _ = tcp.set_nodelay(true);
             let name = name.clone();
+            let fixed_body = fixed_body.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| respond(name.clone(), bound, req));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
+                let service = service_fn(move |req| {
+                    let name = name.clone();
+                    let fixed_body = fixed_body.clone();
+                    async move {
+                        match fixed_body {
+                            Some(body) => respond_fixed(body, req).await,
+                            None => respond(name, bound, req).await,
+                        }
+                    }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .await;
+                    }
+                }
             });
         }
     });
     Ok(bound)
+}
+
+/// The fixed answer: the request body is read (so the connection can be reused) and dropped.
+async fn respond_fixed(
+    body: Bytes,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.uri().path() == "/healthz" {
+        return Ok(Response::new(body::full("ok\n")));
+    }
+    if req.into_body().collect().await.is_err() {
+        let mut r = Response::new(body::full("bad body\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(r);
+    }
+    let mut response = Response::new(body::full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    Ok(response)
 }
 
 async fn respond(

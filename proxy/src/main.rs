@@ -81,6 +81,18 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "upstream")]
         name: String,
+        /// Answer every request with this many bytes (`text/plain`) instead of describing it.
+        #[arg(long)]
+        body_bytes: Option<usize>,
+        /// Serve TLS with this certificate chain (PEM); HTTP/1.1 or HTTP/2 inside.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// The private key (PEM) of `--tls-cert`.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<String>,
+        /// With TLS: require client certificates issued by this CA (PEM).
+        #[arg(long, requires = "tls_cert")]
+        client_ca: Option<String>,
     },
 }
 
@@ -234,8 +246,51 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running_registry.shutdown().await;
             served
         }
-        Command::Upstream { listen, name } => {
-            let addr = demo::spawn_upstream(&name, listen)
+        Command::Upstream {
+            listen,
+            name,
+            body_bytes,
+            tls_cert,
+            tls_key,
+            client_ca,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert_file), Some(key_file)) => {
+                    let settings = config::ListenerTls {
+                        certificates: vec![config::CertificateFiles {
+                            cert_file,
+                            key_file,
+                            server_names: Vec::new(),
+                        }],
+                        client_ca_file: client_ca,
+                        require_client_cert: true,
+                        alpn: vec![config::Alpn::H2, config::Alpn::Http11],
+                    };
+                    let mut tls = (*wasmesh_proxy::tls::server::server_config(&settings)
+                        .context("the upstream's TLS settings")?)
+                    .clone();
+                    // Pick the cipher suite in our order, not the client's, so every proxy in a
+                    // benchmark gets the same one whatever its TLS library prefers.
+                    tls.ignore_client_order = true;
+                    Some(std::sync::Arc::new(tls))
+                }
+                _ => None,
+            };
+            let options = demo::UpstreamOptions {
+                // Printable bytes, so a body-rewriting filter has letters to work on.
+                fixed_body: body_bytes.map(|n| {
+                    bytes::Bytes::from(
+                        b"wasmesh bench payload "
+                            .iter()
+                            .copied()
+                            .cycle()
+                            .take(n)
+                            .collect::<Vec<u8>>(),
+                    )
+                }),
+                tls,
+            };
+            let addr = demo::spawn_upstream_with(&name, listen, options)
                 .await
                 .context("binding the upstream")?;
             println!("upstream {name} listening on {addr}");
