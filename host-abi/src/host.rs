@@ -34,8 +34,10 @@ pub enum SharedError {
     CasMismatch,
     #[error("no shared queue \"{name}\" registered in vm_id \"{vm_id}\"")]
     NoSuchQueue { vm_id: String, name: String },
-    #[error("shared queue \"{name}\" in vm_id \"{vm_id}\" is full")]
-    QueueFull { vm_id: String, name: String },
+    /// The item is larger than a whole queue may hold (a full queue drops its oldest items
+    /// instead).
+    #[error("the item is too large for shared queue \"{name}\" in vm_id \"{vm_id}\"")]
+    TooLarge { vm_id: String, name: String },
 }
 
 /// What [`Host::check_module`] found in a module that would load.
@@ -156,16 +158,19 @@ impl Host {
         value: Vec<u8>,
     ) -> Result<(), SharedError> {
         let id = self.queue_id(vm_id, name)?;
-        self.shared.enqueue(id, value).map_err(|st| match st {
-            crate::abi::status::NOT_FOUND => SharedError::NoSuchQueue {
-                vm_id: vm_id.to_string(),
-                name: name.to_string(),
-            },
-            _ => SharedError::QueueFull {
-                vm_id: vm_id.to_string(),
-                name: name.to_string(),
-            },
-        })
+        self.shared
+            .enqueue(id, value)
+            .map(drop)
+            .map_err(|st| match st {
+                crate::abi::status::NOT_FOUND => SharedError::NoSuchQueue {
+                    vm_id: vm_id.to_string(),
+                    name: name.to_string(),
+                },
+                _ => SharedError::TooLarge {
+                    vm_id: vm_id.to_string(),
+                    name: name.to_string(),
+                },
+            })
     }
 
     /// Takes the oldest item off the shared queue `name` of `vm_id`; `None` when it is empty.

@@ -14,6 +14,7 @@ use wasmtime::{IntoFunc, Linker};
 use crate::abi::{LogLevel, MetricType, buffer, map, status};
 use crate::grpc;
 use crate::headers::{self, HeaderMap};
+use crate::limits;
 use crate::shared::QueueOwner;
 use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
 use crate::stream::LocalResponse;
@@ -122,11 +123,51 @@ fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
     }
 }
 
+/// Fails the callback (see `limits`) if adding `key: value` to the stream's header map `ty`
+/// (replacing any `key` when `replace`) would take it past the host's bounds.
+fn check_growth(
+    c: &Ctx<'_>,
+    ty: i32,
+    key: &str,
+    value_len: usize,
+    replace: bool,
+) -> wasmtime::Result<()> {
+    let state = c.data();
+    let Some(m) = stream_map(state, ty) else {
+        return Ok(());
+    };
+    let before = (m.len(), limits::header_bytes(m));
+    let (mut pairs, mut bytes) = (before.0 + 1, before.1 + key.len() + value_len);
+    if replace {
+        for (k, v) in m.iter().filter(|(k, _)| k == key) {
+            pairs -= 1;
+            bytes -= k.len() + v.len();
+        }
+    }
+    limits::header_map(&state.plugin.name, (pairs, bytes), before)
+}
+
+/// The stream's own header or trailer map `ty`, if a stream callback runs.
+fn stream_map(state: &HostState, ty: i32) -> Option<&HeaderMap> {
+    state.stream.as_ref().and_then(|s| match ty {
+        map::HTTP_REQUEST_HEADERS => Some(&s.request_headers),
+        map::HTTP_REQUEST_TRAILERS => Some(&s.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => Some(&s.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => Some(&s.response_trailers),
+        _ => None,
+    })
+}
+
 /// Replaces `size` bytes at `start` (start 0 with size 0 prepends; start at or past the end
 /// appends), as the ABI defines `proxy_set_buffer_bytes`.
 pub(crate) fn splice(buf: &mut Vec<u8>, start: usize, size: usize, value: &[u8]) {
     let start = start.min(buf.len());
     let end = start.saturating_add(size).min(buf.len());
+    if start == buf.len() {
+        // Appending (the common case, and a flood's): one copy, not a byte-wise splice.
+        buf.extend_from_slice(value);
+        return;
+    }
     buf.splice(start..end, value.iter().copied());
 }
 
@@ -157,7 +198,14 @@ pub(crate) fn link(
             let state = c.data_mut();
             if id == state.root_context_id || state.signals.contains_key(&id) {
                 // A root callback switching to a paused stream borrows its data so the
-                // filter can edit it or answer for it.
+                // filter can edit it or answer for it; switching on to another one (or back
+                // to the root) first puts the borrowed one back where it was.
+                if state.borrowed.is_some_and(|b| b != id)
+                    && let (Some(previous), Some(data)) =
+                        (state.borrowed.take(), state.stream.take())
+                {
+                    state.parked.insert(previous, data);
+                }
                 if state.stream.is_none()
                     && let Some(data) = state.parked.remove(&id)
                 {
@@ -183,11 +231,7 @@ pub(crate) fn link(
             };
             let message = tri!(read(&mut c, ptr, len));
             let message = String::from_utf8_lossy(&message);
-            let state = c.data();
-            state
-                .shared
-                .services()
-                .log(&state.plugin.name, level, &message);
+            c.data_mut().log(level, &message);
             Ok(status::OK)
         },
     )?;
@@ -223,8 +267,11 @@ pub(crate) fn link(
         provided,
         "proxy_set_tick_period_milliseconds",
         |mut c: Ctx<'_>, ms: i32| -> R {
-            c.data_mut().tick_period =
-                (ms > 0).then(|| std::time::Duration::from_millis(ms as u32 as u64));
+            let period = (ms > 0).then(|| std::time::Duration::from_millis(ms as u32 as u64));
+            let state = c.data_mut();
+            state.tick_period = period;
+            // The replica's tick task follows the period, set or changed at any time (0 stops).
+            state.tick_watch.send_replace(period);
             Ok(status::OK)
         },
     )?;
@@ -260,6 +307,7 @@ pub(crate) fn link(
         "proxy_set_buffer_bytes",
         |mut c: Ctx<'_>, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> R {
             let value = tri!(read(&mut c, ptr, len));
+            let plugin = c.data().plugin.clone();
             let Some(stream) = c.data_mut().stream.as_mut() else {
                 return Ok(status::NOT_FOUND);
             };
@@ -271,7 +319,20 @@ pub(crate) fn link(
                 4..=8 => return Ok(status::NOT_FOUND),
                 _ => return Ok(status::BAD_ARGUMENT),
             };
-            splice(buf, start as u32 as usize, size as u32 as usize, &value);
+            let (start, size) = (start as u32 as usize, size as u32 as usize);
+            let kept = start.min(buf.len()) + buf.len().saturating_sub(start.saturating_add(size));
+            let grown = kept + value.len();
+            if grown > limits::MAX_BODY_BYTES && grown > buf.len() {
+                return Err(limits::exceeded(
+                    &plugin.name,
+                    "body",
+                    format!(
+                        "a body buffer of {grown} bytes (at most {} unless the proxy's was larger)",
+                        limits::MAX_BODY_BYTES
+                    ),
+                ));
+            }
+            splice(buf, start, size, &value);
             Ok(status::OK)
         },
     )?;
@@ -322,6 +383,13 @@ pub(crate) fn link(
             let Ok(pairs) = headers::deserialize(&bytes) else {
                 return Ok(status::BAD_ARGUMENT);
             };
+            let before =
+                stream_map(c.data(), ty).map_or((0, 0), |m| (m.len(), limits::header_bytes(m)));
+            limits::header_map(
+                &c.data().plugin.name,
+                (pairs.len(), limits::header_bytes(&pairs)),
+                before,
+            )?;
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 *m = pairs;
             }
@@ -351,6 +419,7 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
             let value = tri!(read(&mut c, vp, vl));
+            check_growth(&c, ty, &key, value.len(), false)?;
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 m.push((key, value));
             }
@@ -364,6 +433,7 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
             let value = tri!(read(&mut c, vp, vl));
+            check_growth(&c, ty, &key, value.len(), true)?;
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 m.retain(|(k, _)| *k != key);
                 m.push((key, value));
@@ -650,8 +720,15 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl));
             let value = tri!(read(&mut c, vp, vl));
-            let vm = c.data().plugin.vm_id.clone();
-            Ok(c.data().shared.data.set(&vm, &key, value, cas as u32))
+            let state = c.data();
+            let answer = state
+                .shared
+                .data
+                .set(&state.plugin.vm_id, &key, value, cas as u32);
+            if answer == status::INTERNAL_FAILURE {
+                limits::count(&state.plugin.name, "shared_data");
+            }
+            Ok(answer)
         },
     )?;
     def(
@@ -665,10 +742,17 @@ pub(crate) fn link(
                 plugin: state.plugin.key,
                 replica: state.replica,
             };
-            let id = state
+            let id = match state
                 .shared
                 .data
-                .register_queue(&state.plugin.vm_id, &name, owner);
+                .register_queue(&state.plugin.vm_id, &name, owner)
+            {
+                Ok(id) => id,
+                Err(answer) => {
+                    limits::count(&state.plugin.name, "shared_queues");
+                    return Ok(answer);
+                }
+            };
             tri!(write_u32(&mut c, out, id));
             Ok(status::OK)
         },
@@ -693,8 +777,18 @@ pub(crate) fn link(
         "proxy_enqueue_shared_queue",
         |mut c: Ctx<'_>, id: i32, vp: i32, vl: i32| -> R {
             let value = tri!(read(&mut c, vp, vl));
-            tri!(c.data().shared.enqueue(id as u32, value));
-            Ok(status::OK)
+            let state = c.data();
+            match state.shared.enqueue(id as u32, value) {
+                Ok(dropped) => {
+                    limits::count_many(&state.plugin.name, "shared_queue_items", dropped);
+                    Ok(status::OK)
+                }
+                Err(status::INTERNAL_FAILURE) => {
+                    limits::count(&state.plugin.name, "shared_queue_items");
+                    Ok(status::INTERNAL_FAILURE)
+                }
+                Err(answer) => Ok(answer),
+            }
         },
     )?;
     def(
@@ -717,7 +811,10 @@ pub(crate) fn link(
                 return Ok(status::BAD_ARGUMENT);
             };
             let name = tri!(read_str(&mut c, np, nl));
-            let id = c.data().metrics.define(kind, &name);
+            let Some(id) = c.data().metrics.define(kind, &name) else {
+                limits::count(&c.data().plugin.name, "metrics");
+                return Ok(status::BAD_ARGUMENT);
+            };
             tri!(write_u32(&mut c, out, id));
             Ok(status::OK)
         },
@@ -762,7 +859,11 @@ pub(crate) fn link(
                 "plugin_root_id" => Some(state.plugin.root_id.as_bytes().to_vec()),
                 "plugin_vm_id" => Some(state.plugin.vm_id.as_bytes().to_vec()),
                 _ => state.stream.as_ref().and_then(|s| {
-                    s.filter_state.get(&joined).cloned().or_else(|| {
+                    match s.env.filter_state() {
+                        Some(shared) => shared.get(&joined),
+                        None => s.filter_state.get(&joined).cloned(),
+                    }
+                    .or_else(|| {
                         let segments: Vec<&str> = path.iter().map(String::as_str).collect();
                         s.env.property(&segments)
                     })
@@ -782,9 +883,20 @@ pub(crate) fn link(
             let raw = tri!(read(&mut c, pp, pl));
             let path = tri!(property_path(&raw)).join(".");
             let value = tri!(read(&mut c, vp, vl));
+            let plugin = c.data().plugin.clone();
             match c.data_mut().stream.as_mut() {
                 Some(stream) => {
-                    stream.filter_state.insert(path, value);
+                    // The request's shared state if the embedder keeps one, else the
+                    // filter's own; bounded either way.
+                    let set = match stream.env.filter_state() {
+                        Some(shared) => shared.set(path, value),
+                        None => {
+                            crate::filter_state::set_bounded(&mut stream.filter_state, path, value)
+                        }
+                    };
+                    if let Err(detail) = set {
+                        return Err(limits::exceeded(&plugin.name, "filter_state", detail));
+                    }
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
@@ -805,6 +917,13 @@ pub(crate) fn link(
                 "sha256" => Sha256::digest(&args).to_vec(),
                 // Envoy's declare_property: properties here are untyped, so declaring is a no-op.
                 "declare_property" => Vec::new(),
+                // Envoy's clear_route_cache (ABI 0.2.x has no import for it): route again.
+                "clear_route_cache" => {
+                    if let Some(stream) = c.data_mut().stream.as_mut() {
+                        stream.clear_route_cache = true;
+                    }
+                    Vec::new()
+                }
                 _ => return Ok(status::NOT_FOUND),
             };
             return_bytes(&mut c, &result, ptr_out, len_out)

@@ -43,10 +43,12 @@
 
 pub mod abi;
 mod callout;
+mod filter_state;
 mod grpc;
 pub mod headers;
 mod host;
 mod hostcalls;
+pub mod limits;
 mod metrics;
 mod plugin;
 mod services;
@@ -57,6 +59,7 @@ mod wasi;
 
 pub use abi::{AbiVersion, Action, LogLevel, MetricType};
 pub use callout::{CalloutDone, CalloutError, CalloutRequest, CalloutResponse};
+pub use filter_state::FilterState;
 pub use grpc::{GrpcCode, GrpcError, GrpcKind, GrpcOutbound, GrpcReply, GrpcRequest};
 pub use headers::HeaderMap;
 pub use host::{Host, HostConfig, ModuleCheck, SharedError};

@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use crate::abi::{MetricType, status};
+use crate::limits::{LogBudget, MAX_METRICS};
 
 #[derive(Debug)]
 struct Metric {
@@ -21,11 +22,14 @@ struct Metric {
     value: i64,
 }
 
-/// One plugin's metrics; ids are indexes + 1 and stay stable across replicas.
+/// One plugin's metrics; ids are indexes + 1 and stay stable across replicas. At most
+/// [`MAX_METRICS`] may be defined. (It also holds the plugin's budget of log lines, shared by
+/// its replicas like the metrics.)
 #[derive(Debug)]
 pub struct PluginMetrics {
     plugin: String,
     metrics: Mutex<Vec<Metric>>,
+    pub(crate) log_budget: LogBudget,
 }
 
 /// Prometheus names allow `[a-zA-Z0-9_:]`; anything else becomes `_`.
@@ -72,16 +76,22 @@ impl PluginMetrics {
         PluginMetrics {
             plugin: plugin.to_string(),
             metrics: Mutex::new(Vec::new()),
+            log_budget: LogBudget::default(),
         }
     }
 
-    pub fn define(&self, kind: MetricType, name: &str) -> u32 {
+    /// The id of the metric `name` of `kind`, defining it if new; `None` when the plugin has
+    /// defined all it may.
+    pub fn define(&self, kind: MetricType, name: &str) -> Option<u32> {
         let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = metrics
             .iter()
             .position(|m| m.name == name && m.kind == kind)
         {
-            return i as u32 + 1;
+            return Some(i as u32 + 1);
+        }
+        if metrics.len() >= MAX_METRICS {
+            return None;
         }
         let (base, tags) = split_tags(name);
         let mut labels = vec![metrics::Label::new("plugin", self.plugin.clone())];
@@ -96,7 +106,7 @@ impl PluginMetrics {
             kind,
             value: 0,
         });
-        metrics.len() as u32
+        Some(metrics.len() as u32)
     }
 
     pub fn increment(&self, id: u32, delta: i64) -> i32 {
@@ -167,13 +177,27 @@ mod tests {
     #[test]
     fn counters_refuse_to_go_down() {
         let m = PluginMetrics::new("p");
-        let id = m.define(MetricType::Counter, "reqs");
-        assert_eq!(m.define(MetricType::Counter, "reqs"), id);
+        let id = m.define(MetricType::Counter, "reqs").expect("defined");
+        assert_eq!(m.define(MetricType::Counter, "reqs"), Some(id));
         assert_eq!(m.increment(id, 2), status::OK);
         assert_eq!(m.increment(id, -1), status::BAD_ARGUMENT);
         assert_eq!(m.get(id), Some(2));
         assert_eq!(m.increment(99, 1), status::NOT_FOUND);
         assert_eq!(prometheus_name("a.b-c"), "wasmesh_filter_a_b_c");
+    }
+
+    #[test]
+    fn a_plugin_defines_a_bounded_number_of_metrics() {
+        let m = PluginMetrics::new("p");
+        for i in 0..MAX_METRICS {
+            assert!(m.define(MetricType::Gauge, &format!("g{i}")).is_some());
+        }
+        assert_eq!(m.define(MetricType::Gauge, "one-more"), None);
+        assert_eq!(
+            m.define(MetricType::Gauge, "g0"),
+            Some(1),
+            "known names still resolve"
+        );
     }
 
     #[test]

@@ -98,15 +98,25 @@ pub enum LoadError {
     },
     #[error("plugin \"{plugin}\": instantiation failed: {message}")]
     Instantiate { plugin: String, message: String },
-    #[error("plugin \"{plugin}\": {callback} returned false")]
+    #[error("plugin \"{plugin}\": {callback} returned false{}", said(.log))]
     Rejected {
         plugin: String,
         callback: &'static str,
+        /// What the filter logged while starting, which usually says why.
+        log: Vec<String>,
     },
     #[error("plugin \"{plugin}\": {0}", plugin = .1)]
     Failure(FilterFailure, String),
     #[error("wasm engine: {0}")]
     Engine(String),
+}
+
+fn said(log: &[String]) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; the filter said: {}", log.join(" | "))
+    }
 }
 
 /// What went wrong inside a filter callback.
@@ -125,6 +135,9 @@ pub enum FailureKind {
     Timeout,
     /// The replica this stream was on failed earlier, or could not be rebuilt.
     Unavailable,
+    /// The filter made the host hold more for its stream than it may (see
+    /// [`crate::limits`]): header maps, bodies or filter state past their bounds.
+    Limit,
 }
 
 impl FailureKind {
@@ -133,6 +146,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Timeout => "timeout",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Limit => "limit",
         }
     }
 }
@@ -154,6 +168,10 @@ struct Slot {
     replica: Option<Replica>,
     /// Bumped each time the replica is rebuilt; streams of an older generation are orphaned.
     generation: u64,
+    /// The data of streams that were paused on a replica when it failed, until each stream
+    /// takes it back (`unpark`) or ends: a fail-open request then goes on with its own
+    /// headers, not an empty map.
+    orphans: HashMap<u32, StreamData>,
 }
 
 pub struct Plugin {
@@ -203,6 +221,9 @@ fn repark(state: &mut HostState) {
 }
 
 fn classify(err: &wasmtime::Error) -> FailureKind {
+    if err.downcast_ref::<crate::limits::LimitExceeded>().is_some() {
+        return FailureKind::Limit;
+    }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => FailureKind::Timeout,
         _ => FailureKind::Trap,
@@ -297,6 +318,7 @@ impl Plugin {
                     Mutex::new(Slot {
                         replica: None,
                         generation: 0,
+                        orphans: HashMap::new(),
                     })
                 })
                 .collect(),
@@ -315,8 +337,7 @@ impl Plugin {
         // load time, before any request depends on it.
         for index in 0..replicas {
             let mut slot = plugin.lock(index);
-            let mut replica = plugin.instantiate(index)?;
-            replica.store.data_mut().generation = 1;
+            let replica = plugin.instantiate(index, 1)?;
             slot.replica = Some(replica);
             slot.generation = 1;
             drop(slot);
@@ -359,7 +380,9 @@ impl Plugin {
         self.next_context.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn instantiate(&self, index: usize) -> Result<Replica, LoadError> {
+    /// Builds replica `index` for slot generation `generation` (callouts a starting filter
+    /// sends carry it, so their answers reach the replica once it serves).
+    fn instantiate(&self, index: usize, generation: u64) -> Result<Replica, LoadError> {
         let plugin = self.info.name.clone();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit)
@@ -377,13 +400,15 @@ impl Plugin {
             stream: None,
             signals: HashMap::new(),
             tick_period: None,
+            tick_watch: tokio::sync::watch::Sender::new(None),
+            startup_log: Some(Vec::new()),
             foreign_args: Vec::new(),
             done_requested: false,
             call_response: None,
             parked: HashMap::new(),
             borrowed: None,
             plugin_ref: self.me.clone(),
-            generation: 0,
+            generation,
             next_token: 1,
             grpc: Default::default(),
         };
@@ -430,6 +455,12 @@ impl Plugin {
             return Err(LoadError::Rejected {
                 plugin,
                 callback: "proxy_on_vm_start",
+                log: replica
+                    .store
+                    .data_mut()
+                    .startup_log
+                    .take()
+                    .unwrap_or_default(),
             });
         }
         let plugin_config_len = self.info.plugin_config.len() as i32;
@@ -445,14 +476,31 @@ impl Plugin {
             return Err(LoadError::Rejected {
                 plugin,
                 callback: "proxy_on_configure",
+                log: replica
+                    .store
+                    .data_mut()
+                    .startup_log
+                    .take()
+                    .unwrap_or_default(),
             });
         }
+        replica.store.data_mut().startup_log = None;
         Ok(replica)
     }
 
     /// Marks a replica failed after a callback failure; it is rebuilt on next use.
     fn fail_replica(&self, slot: &mut Slot, failure: &FilterFailure) {
-        slot.replica = None;
+        // Streams paused on the replica get their data back and are woken: their wait ends
+        // now (the proxy sees the replica failed) rather than at their pause limit.
+        if let Some(mut replica) = slot.replica.take() {
+            let state = replica.store.data_mut();
+            for (id, data) in state.parked.drain() {
+                if let Some(signals) = state.signals.get(&id) {
+                    signals.resume.notify_one();
+                }
+                slot.orphans.insert(id, data);
+            }
+        }
         slot.generation += 1;
         metrics::counter!("wasmesh_filter_failures_total",
             "plugin" => self.info.name.clone(), "kind" => failure.kind.as_str())
@@ -470,17 +518,37 @@ impl Plugin {
         self.http_stream(env)
     }
 
+    /// [`Plugin::network_stream`] on replica `replica` (see [`Plugin::http_stream_on`]).
+    pub fn network_stream_on(
+        self: &Arc<Self>,
+        replica: usize,
+        env: Arc<dyn StreamEnv>,
+    ) -> Result<HttpStream, FilterFailure> {
+        self.http_stream_on(replica, env)
+    }
+
     /// Starts a stream on the next replica (round robin), rebuilding it first if it failed.
     pub fn http_stream(
         self: &Arc<Self>,
         env: Arc<dyn StreamEnv>,
     ) -> Result<HttpStream, FilterFailure> {
-        let index = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let index = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        self.http_stream_on(index, env)
+    }
+
+    /// Starts a stream on replica `replica` (modulo the number of replicas): an embedder with
+    /// one replica per worker thread, as Envoy has one VM per worker, passes the worker's index
+    /// so its streams never wait on another worker's.
+    pub fn http_stream_on(
+        self: &Arc<Self>,
+        replica: usize,
+        env: Arc<dyn StreamEnv>,
+    ) -> Result<HttpStream, FilterFailure> {
+        let index = replica % self.slots.len();
         let mut slot = self.lock(index);
         if slot.replica.is_none() {
-            match self.instantiate(index) {
-                Ok(mut replica) => {
-                    replica.store.data_mut().generation = slot.generation;
+            match self.instantiate(index, slot.generation) {
+                Ok(replica) => {
                     slot.replica = Some(replica);
                     let generation = slot.generation;
                     drop(slot);
@@ -602,6 +670,7 @@ impl Plugin {
     pub(crate) fn finish_stream(&self, stream: &mut HttpStream) {
         let mut slot = self.lock(stream.replica);
         if slot.generation != stream.generation {
+            slot.orphans.remove(&stream.context_id);
             return;
         }
         let Some(replica) = slot.replica.as_mut() else {
@@ -709,7 +778,10 @@ impl Plugin {
     ) -> Result<R, F> {
         let slot = self.lock(stream.replica);
         if slot.generation != stream.generation {
-            return Err(f);
+            return match slot.orphans.get(&stream.context_id) {
+                Some(data) => Ok(f(data)),
+                None => Err(f),
+            };
         }
         match slot
             .replica
@@ -721,36 +793,72 @@ impl Plugin {
         }
     }
 
+    /// How many paused streams' data the plugin holds (see `HostState::parked`, and the
+    /// orphans of failed replicas): a paused stream's data goes back to it when it resumes,
+    /// times out or ends, so this falls back to zero once no request is paused.
+    pub fn parked_streams(&self) -> usize {
+        (0..self.slots.len())
+            .map(|index| {
+                let slot = self.lock(index);
+                slot.orphans.len()
+                    + slot
+                        .replica
+                        .as_ref()
+                        .map_or(0, |r| r.store.data().parked.len())
+            })
+            .sum()
+    }
+
     pub(crate) fn generation(&self, index: usize) -> u64 {
         self.lock(index).generation
     }
 
-    /// A tokio interval calling `proxy_on_tick` if the replica asked for one; it ends when the
+    /// The replica's tick timer: a tokio task that follows the period the root context sets
+    /// (at start or any time later; 0 stops it) and calls `proxy_on_tick`; it ends when the
     /// replica is rebuilt or the plugin dropped.
     fn start_tick(self: &Arc<Self>, index: usize, generation: u64) {
-        let period = {
-            let slot = self.lock(index);
-            slot.replica
-                .as_ref()
-                .and_then(|r| r.store.data().tick_period)
-        };
-        let Some(period) = period else { return };
         if !self.shared.services().automatic_ticks() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let Some(mut periods) = self
+            .lock(index)
+            .replica
+            .as_ref()
+            .map(|r| r.store.data().tick_watch.subscribe())
+        else {
+            return;
+        };
         let weak: Weak<Plugin> = Arc::downgrade(self);
         let task = runtime.spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
             loop {
+                let Some(period) = *periods.borrow_and_update() else {
+                    // No timer until the filter sets one; the replica gone ends the task.
+                    if periods.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 interval.tick().await;
-                let Some(plugin) = weak.upgrade() else { return };
-                if !plugin.root_callback(index, generation, "proxy_on_tick", None) {
-                    return;
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => {
+                            let Some(plugin) = weak.upgrade() else { return };
+                            if !plugin.root_callback(index, generation, "proxy_on_tick", None) {
+                                return;
+                            }
+                        }
+                        changed = periods.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
                 }
             }
         });
@@ -823,8 +931,15 @@ impl Plugin {
             && let Some(data) = replica.store.data_mut().parked.remove(&stream.context_id)
         {
             stream.data = data;
+        } else if let Some(data) = slot.orphans.remove(&stream.context_id) {
+            stream.data = data;
         }
         stream.parked = false;
+    }
+
+    /// Whether the replica a stream runs on failed since the stream started.
+    pub(crate) fn replica_failed(&self, stream: &HttpStream) -> bool {
+        self.lock(stream.replica).generation != stream.generation
     }
 
     /// Runs `work` later through the embedder's [`crate::Services::spawn`].

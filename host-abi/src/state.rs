@@ -42,7 +42,9 @@ pub struct StreamData {
     pub upstream_data: Vec<u8>,
     pub local_response: Option<LocalResponse>,
     pub env: Arc<dyn StreamEnv>,
-    /// Values set with `proxy_set_property`, readable by later `proxy_get_property` calls.
+    /// Values set with `proxy_set_property`, readable by later `proxy_get_property` calls,
+    /// when the embedder shares no filter state across the stream's filters
+    /// ([`StreamEnv::filter_state`]).
     pub filter_state: HashMap<String, Vec<u8>>,
     pub clear_route_cache: bool,
     pub close_requested: bool,
@@ -89,9 +91,10 @@ impl HostShared {
     }
 
     /// Appends to a shared queue and tells the root context that registered it (never inline:
-    /// the caller may be a callback holding that very replica).
-    pub(crate) fn enqueue(&self, queue_id: u32, value: Vec<u8>) -> Result<(), i32> {
-        let owner = self.data.enqueue(queue_id, value)?;
+    /// the caller may be a callback holding that very replica); returns how many of the oldest
+    /// items a full queue dropped.
+    pub(crate) fn enqueue(&self, queue_id: u32, value: Vec<u8>) -> Result<usize, i32> {
+        let (owner, dropped) = self.data.enqueue(queue_id, value)?;
         let plugin = self
             .plugins
             .lock()
@@ -101,9 +104,12 @@ impl HostShared {
         if let Some(plugin) = plugin {
             plugin.notify_queue(owner.replica, queue_id);
         }
-        Ok(())
+        Ok(dropped)
     }
 }
+
+/// How many of a starting filter's log lines a refusal quotes.
+const STARTUP_LOG_LINES: usize = 8;
 
 pub struct HostState {
     pub plugin: Arc<PluginInfo>,
@@ -120,6 +126,11 @@ pub struct HostState {
     /// from a root callback can resume the right one.
     pub signals: HashMap<u32, Arc<StreamSignals>>,
     pub tick_period: Option<Duration>,
+    /// Tells the replica's tick task the period whenever the filter sets it.
+    pub tick_watch: tokio::sync::watch::Sender<Option<Duration>>,
+    /// While the replica starts (VM start, configure): what the filter logged, so a refusal
+    /// can say why in the filter's own words.
+    pub startup_log: Option<Vec<String>>,
     pub foreign_args: Vec<u8>,
     pub done_requested: bool,
     /// Data of streams paused by their filter, kept here so a later root callback (a callout's
@@ -135,6 +146,23 @@ pub struct HostState {
     pub next_token: u32,
     /// This replica's gRPC calls and streams, and the report a gRPC callback is showing.
     pub(crate) grpc: crate::grpc::GrpcCalls,
+}
+
+impl HostState {
+    /// A line the filter logged (`proxy_log`, or stdout/stderr): to the embedder, and kept
+    /// while the replica starts.
+    pub(crate) fn log(&mut self, level: crate::abi::LogLevel, message: &str) {
+        // Lines that will be emitted count against the plugin's budget (see `limits`).
+        let services = self.shared.services();
+        if level < services.log_level() || self.metrics.log_budget.allow(&self.plugin.name) {
+            services.log(&self.plugin.name, level, message);
+        }
+        if let Some(lines) = self.startup_log.as_mut()
+            && lines.len() < STARTUP_LOG_LINES
+        {
+            lines.push(message.to_string());
+        }
+    }
 }
 
 pub(crate) type Ctx<'a> = Caller<'a, HostState>;

@@ -16,6 +16,13 @@ use crate::state::StreamData;
 /// (`request.path`, `source.address`, `connection.mtls`, …), as the bytes Envoy would return.
 pub trait StreamEnv: Send + Sync {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+
+    /// The request's filter state, shared by every filter on the stream, as in Envoy: what
+    /// one filter sets with `proxy_set_property`, the next reads. `None` (the default): each
+    /// filter's values stay its own (`StreamData::filter_state`).
+    fn filter_state(&self) -> Option<&crate::FilterState> {
+        None
+    }
 }
 
 /// `proxy_peer_type_t`: who closed a TCP connection.
@@ -113,6 +120,13 @@ impl HttpStream {
     /// Whether the filter paused the stream and has not been given its data back yet.
     pub fn is_paused(&self) -> bool {
         self.parked
+    }
+
+    /// Whether the VM replica this stream runs on failed since the stream started (its later
+    /// callbacks fail as `Unavailable`). A paused stream is woken when that happens; its data
+    /// comes back with [`HttpStream::unpark`].
+    pub fn replica_failed(&self) -> bool {
+        self.plugin.replica_failed(self)
     }
 
     /// After a paused stream was resumed, brings its (possibly edited) data back into

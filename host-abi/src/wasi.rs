@@ -71,11 +71,7 @@ pub(crate) fn link(
                 } else {
                     LogLevel::Error
                 };
-                let state = c.data();
-                state
-                    .shared
-                    .services()
-                    .log(&state.plugin.name, level, message);
+                c.data_mut().log(level, message);
             }
             if write_u32(&mut c, written_out, text.len() as u32).is_err() {
                 return Ok(FAULT);

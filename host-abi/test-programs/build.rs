@@ -48,6 +48,7 @@ fn main() {
         program(&packages, &manifest_dir.join("probe")),
         program(&packages, &manifest_dir.join("sdk-probe")),
         program(&packages, &manifest_dir.join("grpc-probe")),
+        program(&packages, &manifest_dir.join("hostile")),
         program(&packages, &manifest_dir.join("tcp-probe")),
     ];
 
@@ -116,6 +117,7 @@ fn main() {
         manifest_dir.join("probe"),
         manifest_dir.join("sdk-probe"),
         manifest_dir.join("grpc-probe"),
+        manifest_dir.join("hostile"),
         manifest_dir.join("tcp-probe"),
         workspace.join("Cargo.toml"),
         workspace.join("Cargo.lock"),

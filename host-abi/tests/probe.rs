@@ -116,7 +116,15 @@ fn local_response_and_properties() {
 fn on_configure_false_refuses_the_plugin() {
     let host = Host::new(HostConfig::default()).expect("host");
     match load(&host, "reject", |_| {}) {
-        Err(LoadError::Rejected { callback, .. }) => assert_eq!(callback, "proxy_on_configure"),
+        Err(LoadError::Rejected { callback, log, .. }) => {
+            assert_eq!(callback, "proxy_on_configure");
+            // The refusal quotes why, in the filter's words.
+            assert!(
+                log.iter()
+                    .any(|l| l.contains("configuration \"reject\" refused")),
+                "{log:?}"
+            );
+        }
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a plugin whose on_configure fails must not load"),
     }
@@ -223,6 +231,56 @@ async fn tick_runs_on_the_root_context() {
     })
     .await;
     assert!(ticked, "proxy_on_tick never ran three times");
+}
+
+/// The shared `probe_ticks` count, read through a fresh stream.
+fn ticks(plugin: &Arc<wasmesh_host::Plugin>) -> u64 {
+    let mut s = plugin.http_stream(Arc::new(Env)).expect("stream");
+    s.data.request_headers = request("/", &[]);
+    assert_eq!(s.on_request_headers(true), Ok(Action::Continue));
+    header(&s.data.request_headers, "x-probe-ticks")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_tick_period_set_after_configure_starts_the_timer_and_zero_stops_it() {
+    let host = Host::new(HostConfig::default()).expect("host");
+    // No period at configure time: the timer must start when a stream sets one.
+    let plugin = load(&host, "", |c| c.replicas = 1).expect("load");
+    let ticked = eventually_header(
+        &plugin,
+        &[("x-probe-set-tick", "10")],
+        "x-probe-ticks",
+        |v| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|n| n >= 3)
+        },
+    )
+    .await;
+    assert!(
+        ticked,
+        "a period set from a stream never started proxy_on_tick"
+    );
+
+    let mut s = plugin.http_stream(Arc::new(Env)).expect("stream");
+    s.data.request_headers = request("/", &[("x-probe-set-tick", "0")]);
+    assert_eq!(s.on_request_headers(true), Ok(Action::Continue));
+    drop(s);
+    // A tick already due may still run once; after that the count must hold still (at a
+    // 10 ms period it would otherwise move between two reads 200 ms apart).
+    let mut stopped = false;
+    for _ in 0..50 {
+        let before = ticks(&plugin);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if ticks(&plugin) == before {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "a period of 0 did not stop proxy_on_tick");
 }
 
 #[tokio::test]

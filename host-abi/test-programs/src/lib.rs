@@ -17,6 +17,10 @@ pub const GRPC_PROBE_WASM: &str = env!("WASMESH_GRPC_PROBE_WASM");
 /// its plugin configuration's words choose what it does to the bytes.
 pub const TCP_PROBE_WASM: &str = env!("WASMESH_TCP_PROBE_WASM");
 
+/// `hostile/`: a deliberately hostile filter (raw exports, no SDK) for the reliability tests:
+/// traps in any callback, loops, exhausts memory or stack, floods the host, passes bad pointers.
+pub const HOSTILE_WASM: &str = env!("WASMESH_HOSTILE_FILTER_WASM");
+
 /// `filters/headers`: the stock header-editing filter.
 pub const HEADERS_WASM: &str = env!("WASMESH_FILTER_HEADERS_WASM");
 

@@ -37,6 +37,8 @@
 //! - `x-probe-set-tick: MS`: sets the tick period from a stream (0 stops the timer);
 //! - plugin config `callout-on-configure`: `on_configure` calls cluster `backend` at `/config`
 //!   and keeps the answer's body in shared data `probe_configure_callout`;
+//! - every request gets `x-probe-vm-requests`: how many requests this VM instance (replica)
+//!   has seen, kept in the VM's own memory rather than shared data;
 //! - a root context's `on_done` counts `probe_root_done` in shared data, echoed in
 //!   `x-probe-root-done`;
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
@@ -93,6 +95,11 @@ impl Context for ProbeRoot {
             );
         }
     }
+}
+
+thread_local! {
+    /// Requests this VM instance has seen (a Wasm module is single-threaded: one per replica).
+    static VM_REQUESTS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn bump(key: &str) {
@@ -296,6 +303,8 @@ impl HttpContext for Probe {
         }
         self.body = self.get_http_request_header("x-probe-body").is_some();
         let n = self.count();
+        VM_REQUESTS.set(VM_REQUESTS.get() + 1);
+        self.set_http_request_header("x-probe-vm-requests", Some(&VM_REQUESTS.get().to_string()));
         proxy_wasm::hostcalls::log(LogLevel::Info, &format!("probe request {n}")).ok();
         // Read before any local answer, so `on_log` can report on answered requests too.
         if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
