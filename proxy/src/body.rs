@@ -2,6 +2,13 @@
 //! bodies flow to the upstream (and back) chunk by chunk, with trailers, and never buffered whole
 //! unless a retry or a filter needs it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -19,6 +26,151 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// What became of a downstream request body on its way upstream, for telling whose fault a
+/// failed upstream request was.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    /// The body went past the listener's `max_request_body_bytes` (and was cut off there).
+    pub too_large: AtomicBool,
+    /// The body failed on the downstream side: malformed, cut off, or too large.
+    pub failed: AtomicBool,
+}
+
+impl BodyWatch {
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// `body`, watched by `watch`, and cut off with an error once more than `max` bytes of data
+/// went through.
+pub fn watched(body: ProxyBody, max: Option<u64>, watch: Arc<BodyWatch>) -> ProxyBody {
+    Watched {
+        inner: body,
+        left: max,
+        watch,
+    }
+    .boxed_unsync()
+}
+
+pin_project_lite::pin_project! {
+    struct Watched {
+        #[pin]
+        inner: ProxyBody,
+        left: Option<u64>,
+        watch: Arc<BodyWatch>,
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
+                    match left.checked_sub(data.len() as u64) {
+                        Some(rest) => *left = rest,
+                        None => {
+                            this.watch.too_large.store(true, Ordering::Relaxed);
+                            this.watch.failed.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(
+                                "request body larger than the listener allows".into(),
+                            )));
+                        }
+                    }
+                }
+            }
+            Some(Err(_)) => this.watch.failed.store(true, Ordering::Relaxed),
+            None => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body`, cut off with an error when it stays silent (no frame, no end) for `limit`: an
+/// upstream that stalls in the middle of its response must not hold the client forever. The
+/// timer is armed only while the body waits, so a body that is ready costs nothing.
+pub fn idle_limited(body: ProxyBody, limit: Duration) -> ProxyBody {
+    IdleLimited {
+        inner: body,
+        limit,
+        timer: None,
+        armed: false,
+    }
+    .boxed_unsync()
+}
+
+struct IdleLimited {
+    inner: ProxyBody,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `timer` counts the current wait (it is re-armed after each frame).
+    armed: bool,
+}
+
+impl http_body::Body for IdleLimited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    timer.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    let limit = this.limit;
+                    return Poll::Ready(Some(Err(format!(
+                        "the upstream's response body was silent for {limit:?} (idle_timeout)"
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A downstream or upstream hyper body, boxed.

@@ -45,6 +45,8 @@ pub struct ListenerContext {
     pub tcp_proxy: Option<crate::config::TcpProxy>,
     pub filter_chain: Option<String>,
     pub forward_client_cert: bool,
+    /// Request bodies longer than this get 413 (`max_request_body_bytes`).
+    pub max_request_body_bytes: Option<u64>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub requests: Arc<tokio::sync::Semaphore>,
     pub metrics: crate::observe::RequestMetrics,
@@ -123,6 +125,18 @@ async fn route_and_forward(
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
+    // A body declared longer than the listener takes is refused before anything else runs;
+    // one that only turns out longer is cut off where it passes the limit.
+    if let Some(max) = listener.max_request_body_bytes
+        && incoming.size_hint().lower() > max
+    {
+        return (route.name.clone(), payload_too_large(parts.version));
+    }
+    // Whose fault a failed upstream request was: a body that failed downstream (malformed,
+    // cut off, too large) is the client's, never counted against the upstream endpoint.
+    let watch = Arc::new(body::BodyWatch::default());
+    let limit =
+        |body: ProxyBody| body::watched(body, listener.max_request_body_bytes, watch.clone());
     prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
 
     // Filters run on the request as the router would send it, and may re-route it.
@@ -137,6 +151,7 @@ async fn route_and_forward(
         }
     };
     let mut streams = Vec::new();
+    let mut bystanders = Vec::new();
     let mut attributes: Option<Arc<RequestAttributes>> = None;
     // Picked once: filters read it (`cluster_name`) and the request goes there.
     let mut cluster_name = route.action.pick_cluster().clone();
@@ -171,6 +186,7 @@ async fn route_and_forward(
             end_of_stream,
             route.timeout,
             &mut streams,
+            &mut bystanders,
         )
         .await
         {
@@ -179,6 +195,7 @@ async fn route_and_forward(
                 let local = Reply::local(local_response(local));
                 let response =
                     respond(local, streams, Some(&env), route.timeout, &route.name).await;
+                let response = hold_until_done(response, Box::new(bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
@@ -189,6 +206,7 @@ async fn route_and_forward(
                 ));
                 let response =
                     respond(failed, streams, Some(&env), route.timeout, &route.name).await;
+                let response = hold_until_done(response, Box::new(bystanders));
                 return (route.name.clone(), response);
             }
         }
@@ -239,30 +257,42 @@ async fn route_and_forward(
     };
 
     // Filters may adjust this request's retry policy and timeout (see `filter::RouterHints`).
-    let hints = if streams.is_empty() {
-        filter::RouterHints::default()
-    } else {
-        filter::router_hints(&streams, route.retry.as_ref())
+    let hints = match &attributes {
+        Some(attributes) => filter::router_hints(&attributes.filter_state, route.retry.as_ref()),
+        None => filter::RouterHints::default(),
     };
     let policy = hints.retry.as_ref().or(route.retry.as_ref());
     let timeout = hints.timeout.unwrap_or(route.timeout);
     // A filter answering from a request body or trailers callback leaves its answer here.
     let answered = filter::body::Answer::default();
     let incoming = if streams.is_empty() || incoming.is_end_stream() {
-        body::incoming(incoming)
+        limit(body::incoming(incoming))
     } else {
         // Filters may change the body's length, so it goes out chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
         filter::filter_body(
-            body::incoming(incoming),
+            limit(body::incoming(incoming)),
             streams.clone(),
             filter::Direction::Request,
             attributes.clone(),
             Some(answered.clone()),
         )
     };
+    let version = parts.version;
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
         Ok(body) => body,
+        Err(_) if watch.too_large() => {
+            let reply = Reply::local(payload_too_large(version));
+            let response = respond(
+                reply,
+                streams,
+                attributes.as_ref(),
+                route.timeout,
+                &route_name,
+            )
+            .await;
+            return (route_name, response);
+        }
         Err(status) => return (route_name, local_reply(status, "request body")),
     };
     let path = parts
@@ -278,7 +308,7 @@ async fn route_and_forward(
     };
     let sent = tokio::time::timeout(
         timeout,
-        send_with_retries(cluster, &request, body, policy, timeout),
+        send_with_retries(cluster, &request, body, policy, timeout, &watch),
     )
     .await
     .unwrap_or_else(|_| Sent {
@@ -290,11 +320,20 @@ async fn route_and_forward(
     let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
     let upstream_upgrade = if local.is_some() { None } else { sent.upgrade };
     let reply = match local {
+        // Whatever the upstream made of a body cut off at the limit, the client is told why.
+        None if watch.too_large() => Reply::local(payload_too_large(version)),
         // A request filter answered from its body: its answer stands, whatever the upstream
         // (which saw the request body cut short) said.
         Some(local) => Reply::local(local_response(local)),
         None => Reply {
-            response: sent.response,
+            // A 101's body is the upgraded connection, spliced below; any other upstream
+            // body must keep moving.
+            response: match (&sent.upstream, sent.response.status()) {
+                (Some(_), status) if status != StatusCode::SWITCHING_PROTOCOLS => sent
+                    .response
+                    .map(|b| body::idle_limited(b, route.idle_timeout)),
+                _ => sent.response,
+            },
             flags: sent.flags,
             upstream: sent
                 .upstream
@@ -413,6 +452,7 @@ async fn send_with_retries(
     mut body: RequestBody,
     policy: Option<&RetryPolicy>,
     route_timeout: Duration,
+    watch: &body::BodyWatch,
 ) -> Sent {
     let request_permit = match cluster.breaker.try_request() {
         Ok(permit) => permit,
@@ -451,7 +491,7 @@ async fn send_with_retries(
             );
             return Sent::local(reply, response_flags::UPSTREAM_REMOTE_RESET);
         };
-        let result = try_once(cluster, request, attempt_body, per_try).await;
+        let result = try_once(cluster, request, attempt_body, per_try, watch).await;
         // A streamed body went out with this attempt; whatever came back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
         match result {
@@ -510,6 +550,8 @@ enum Attempt {
 
 enum Failure {
     NoEndpoint,
+    /// The downstream request body failed (malformed, cut off): the client's fault.
+    Downstream(String),
     Overflow(&'static str),
     Connect(String),
     Reset(String),
@@ -523,6 +565,7 @@ impl Failure {
             Failure::Overflow(_) => response_flags::UPSTREAM_OVERFLOW,
             Failure::Connect(_) => response_flags::UPSTREAM_CONNECTION_FAILURE,
             Failure::Reset(_) => response_flags::UPSTREAM_REMOTE_RESET,
+            Failure::Downstream(_) => 0,
             Failure::Timeout => response_flags::UPSTREAM_REQUEST_TIMEOUT,
         }
     }
@@ -537,6 +580,16 @@ impl Failure {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("upstream connect error: {msg}"),
             ),
+            Failure::Downstream(msg) => {
+                let mut response = local_reply(
+                    StatusCode::BAD_REQUEST,
+                    &format!("malformed or incomplete request body: {msg}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
             Failure::Reset(msg) => {
                 local_reply(StatusCode::BAD_GATEWAY, &format!("upstream reset: {msg}"))
             }
@@ -552,6 +605,7 @@ async fn try_once(
     request: &Outgoing,
     body: ProxyBody,
     per_try: Option<Duration>,
+    watch: &body::BodyWatch,
 ) -> Attempt {
     let Some(upstream) = cluster.pick(&request.headers) else {
         return Attempt::Failed(Failure::NoEndpoint);
@@ -596,6 +650,11 @@ async fn try_once(
             drop(in_flight);
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
                 return Attempt::Failed(Failure::Overflow(reason));
+            }
+            if watch.failed() {
+                // The request body failed on the client's side: not the endpoint's fault, so
+                // it is not counted against it (a client must not be able to eject upstreams).
+                return Attempt::Failed(Failure::Downstream(error_chain(&err)));
             }
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             let connect = err.is_connect();
@@ -644,7 +703,7 @@ fn retriable_status(policy: &RetryPolicy, status: StatusCode) -> bool {
 
 fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
     policy.retry_on.iter().any(|on| match (on, failure) {
-        (_, Failure::Overflow(_)) => false,
+        (_, Failure::Overflow(_) | Failure::Downstream(_)) => false,
         // Envoy's `5xx` covers connect failures, resets and timeouts as well.
         (RetryOn::FiveXx, _) => true,
         (RetryOn::GatewayError, Failure::Connect(_) | Failure::Timeout | Failure::NoEndpoint) => {
@@ -1025,6 +1084,18 @@ pub fn local_reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// 413 for a body over the listener's `max_request_body_bytes`. An HTTP/1 connection is
+/// closed after it: the rest of that body is never read.
+fn payload_too_large(version: Version) -> Response<ProxyBody> {
+    let mut response = local_reply(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -4,16 +4,19 @@
 //! hyper answers malformed requests with 400 and oversized heads with 431 and closes the
 //! connection; the header read timeout closes slowloris connections.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -64,6 +67,9 @@ pub struct Running {
     pub config: config::Listener,
     pub tls: Option<TlsAcceptor>,
     pub context: Arc<ListenerContext>,
+    /// The listener's `max_connections` slots, shared by its accept loops (one per worker),
+    /// so the limit holds for the listener as a whole.
+    pub connections: Arc<Semaphore>,
 }
 
 /// Hands out a graceful-shutdown watcher per connection; `None` once shutdown has begun.
@@ -77,7 +83,7 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     watchers: Watchers,
 ) {
-    let connections = Arc::new(Semaphore::new(running.config.max_connections));
+    let connections = running.connections.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -101,6 +107,11 @@ pub async fn accept_loop(
         let Some(watcher) = watchers() else {
             return;
         };
+        // How evenly the kernel spreads connections over the workers.
+        if let Some(worker) = crate::workers::current() {
+            metrics::counter!("wasmesh_worker_connections_total", "worker" => worker.to_string())
+                .increment(1);
+        }
         let running = running.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -222,6 +233,89 @@ where
     let context = running.context.clone();
     let info = Arc::new(info);
     let service = service_fn(move |req| forward::handle(context.clone(), info.clone(), req));
+    let io = FirstByteDeadline::new(io, cfg.header_read_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     watcher.watch(connection.into_owned()).await
+}
+
+/// A connection that must send its first byte within a deadline. hyper's header read timeout
+/// starts only once a request head begins, so a client that connects (and finishes a TLS
+/// handshake) and then stays silent would otherwise hold its connection, and one of the
+/// listener's `max_connections` slots, forever.
+struct FirstByteDeadline<IO> {
+    io: IO,
+    /// Disarmed by the first byte read.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> FirstByteDeadline<IO> {
+    fn new(io: IO, limit: Duration) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within header_read_timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -58,6 +58,8 @@ pub struct Route {
     headers: Vec<HeaderMatcher>,
     pub action: RouteAction,
     pub timeout: Duration,
+    /// Longest silence in an upstream response body (`idle_timeout`).
+    pub idle_timeout: Duration,
     pub retry: Option<RetryPolicy>,
     pub filter_chain: Option<String>,
 }
@@ -257,6 +259,7 @@ fn compile_route(vhost: &str, index: usize, cfg: &config::Route) -> Result<Route
         headers,
         action,
         timeout: cfg.timeout,
+        idle_timeout: cfg.idle_timeout,
         retry: cfg.retry_policy.clone(),
         filter_chain: cfg.filter_chain.clone(),
     })

@@ -185,12 +185,14 @@ impl Control {
         let running = Arc::new(Running {
             config: lc.clone(),
             tls: bound.tls,
+            connections: Arc::new(tokio::sync::Semaphore::new(lc.max_connections)),
             context: Arc::new(ListenerContext {
                 name: lc.name.as_str().into(),
                 route_config: lc.route_config.clone().unwrap_or_default(),
                 tcp_proxy: lc.tcp_proxy.clone(),
                 filter_chain: lc.filter_chain.clone(),
                 forward_client_cert: lc.forward_client_cert,
+                max_request_body_bytes: lc.max_request_body_bytes,
                 snapshot: self.snapshot.clone(),
                 requests: Arc::new(tokio::sync::Semaphore::new(lc.max_requests)),
                 metrics: crate::observe::RequestMetrics::new(lc.name.as_str().into()),
@@ -492,6 +494,8 @@ impl Server {
     pub async fn start_with(config: Config, concurrency: usize) -> Result<Server, StartError> {
         crate::observe::prometheus();
         config::validate(&config)?;
+        // Plugins are built with a VM replica per worker.
+        crate::workers::set_count(concurrency);
         let snapshot = Snapshot::build(config.clone(), 1, None, LoadMode::Startup).await?;
         let workers = Workers::start(concurrency).map_err(StartError::Workers)?;
         let mut bound = Vec::new();

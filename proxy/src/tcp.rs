@@ -214,7 +214,11 @@ impl NetworkFilters {
         let mut streams = Vec::with_capacity(plugins.len());
         let mut bypass = Vec::with_capacity(plugins.len());
         for plugin in plugins {
-            let mut stream = match plugin.network_stream(env.clone()) {
+            let started = match crate::workers::current() {
+                Some(worker) => plugin.network_stream_on(worker, env.clone()),
+                None => plugin.network_stream(env.clone()),
+            };
+            let mut stream = match started {
                 Ok(stream) => stream,
                 Err(failure) => {
                     if plugin.failure_policy() == FailurePolicy::FailClosed {

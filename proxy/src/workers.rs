@@ -4,7 +4,9 @@
 //! requests never pay for a work-stealing scheduler's cross-thread handoffs; the control plane
 //! (admin API, reloads, health checks, tag following) runs on the main thread's runtime.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -13,6 +15,35 @@ use tokio::sync::watch;
 /// How many workers to run when none is configured: one per available core.
 pub fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+thread_local! {
+    /// The index of the worker this thread is, if it is one.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running the caller (`None` off the workers, e.g. on the control
+/// plane). Each worker runs its streams on its own VM replica of every plugin, as Envoy runs
+/// one VM per worker thread: no worker waits on another's filter.
+pub fn current() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
+/// How many workers the proxy runs (0 until one has started): plugins are built with one VM
+/// replica per worker. One proxy per process, so process-wide.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Records how many workers the proxy is about to run, before its filters are loaded.
+pub fn set_count(concurrency: usize) {
+    COUNT.store(concurrency.max(1), Ordering::Relaxed);
+}
+
+/// How many VM replicas each plugin gets: one per worker.
+pub fn replicas() -> usize {
+    match COUNT.load(Ordering::Relaxed) {
+        0 => default_concurrency(),
+        n => n,
+    }
 }
 
 /// The running workers.
@@ -38,6 +69,7 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("wasmesh-worker-{index}"))
                     .spawn(move || {
+                        WORKER.with(|w| w.set(Some(index)));
                         runtime.block_on(async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         });

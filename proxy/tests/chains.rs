@@ -143,7 +143,8 @@ async fn every_bad_chain_is_rejected_and_the_running_one_keeps_serving() {
                 "plugins:\n  - name: p\n    source: \"file://{}\"\n    config: {{ bogus: 1 }}\n",
                 wasmesh_test_programs::HEADERS_WASM
             ),
-            "proxy_on_configure returned false",
+            // The refusal quotes the filter's own log line naming the field.
+            "proxy_on_configure returned false; the filter said: ",
         ),
         (
             "a pull that fails",
@@ -155,6 +156,12 @@ async fn every_bad_chain_is_rejected_and_the_running_one_keeps_serving() {
         let (status, body) = admin_call(admin, "PUT", "/chains/edge", document);
         assert_eq!(status, 400, "{what}: {body}");
         assert!(body.contains(expected), "{what}: {body}");
+        if *what == "on_configure returning false" {
+            assert!(
+                body.contains("bogus"),
+                "the filter's words name the field: {body}"
+            );
+        }
         assert_eq!(
             stamp_of(&proxy).await.as_deref(),
             Some("good"),

@@ -154,6 +154,105 @@ filter_chains:
     );
 }
 
+/// Filter state is the request's, shared by its filters as in Envoy: what the first plugin
+/// sets with `proxy_set_property`, the second reads with `proxy_get_property`.
+#[tokio::test]
+async fn filter_state_set_by_one_filter_is_read_by_the_next() {
+    let upstream = Upstream::named("alpha").await;
+    let base = simple_config("", &[upstream.addr], "            filter_chain: two\n");
+    let config = format!(
+        r#"{base}
+filter_chains:
+  - name: two
+    plugins:
+      - name: first
+        source: "file://{probe}"
+        vm_id: first
+      - name: second
+        source: "file://{probe}"
+        vm_id: second
+"#,
+        probe = wasmesh_test_programs::PROBE_WASM,
+    );
+    let proxy = Proxy::start(&config);
+    // Each probe reads `x-probe-property` before it applies `x-probe-set-property`: only the
+    // second can have seen the value, and only if the first's write reached it.
+    let got = send(
+        proxy.addr("main"),
+        request(
+            "GET",
+            "/",
+            &[
+                ("x-probe-set-property", "shared.note=from-first"),
+                ("x-probe-property", "shared.note"),
+            ],
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(upstream.last_seen().headers["x-property"], "from-first");
+
+    // And it is the request's: the next request starts with none.
+    let got = send(
+        proxy.addr("main"),
+        request("GET", "/", &[("x-probe-property", "shared.note")]),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(!upstream.last_seen().headers.contains_key("x-property"));
+}
+
+/// Each worker runs its streams on its own VM replica, as Envoy has one VM per worker thread:
+/// a connection stays on one worker, so all its requests meet the same VM, whose own count
+/// then goes up by exactly one per request (streams spread over replicas would skip).
+#[tokio::test]
+async fn a_workers_requests_meet_its_own_vm_replica() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start_with_args(
+        &config_with_chain(upstream.addr, "fail_closed", ""),
+        &["--concurrency", "2"],
+    );
+    let connections = 4;
+    for _ in 0..connections {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
+            .await
+            .expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let mut counts = Vec::new();
+        for _ in 0..6 {
+            let response = sender
+                .send_request(request("GET", "/", &[]))
+                .await
+                .expect("response");
+            assert_eq!(collect(response).await.status, StatusCode::OK);
+            let seen = upstream.last_seen().headers["x-probe-vm-requests"].clone();
+            counts.push(
+                seen.to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a count"),
+            );
+        }
+        assert!(
+            counts.windows(2).all(|w| w[1] == w[0] + 1),
+            "one connection's requests met different VMs: {counts:?}"
+        );
+    }
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    let accepted: f64 = stats
+        .lines()
+        .filter(|l| l.starts_with("wasmesh_worker_connections_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, f64::from(connections), "{stats}");
+}
+
 #[tokio::test]
 async fn failing_filters_follow_their_failure_policy_and_the_proxy_keeps_serving() {
     let upstream = Upstream::named("alpha").await;

@@ -120,6 +120,10 @@ pub struct Listener {
     /// Largest request head accepted; larger gets 431.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Largest request body accepted (none by default): a longer declared length gets 413 at
+    /// once, a longer streamed body is cut off there and answered 413.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
     /// Append an `x-forwarded-client-cert` header naming the mTLS peer (Envoy's
     /// `SANITIZE_SET`); when false an incoming one is removed (`SANITIZE`).
     #[serde(default)]
@@ -213,6 +217,10 @@ pub struct Route {
     /// retries included.
     #[serde(default = "defaults::route_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Longest silence allowed in the upstream's response body once its headers arrived
+    /// (Envoy's stream idle timeout); a stalled body is cut off there.
+    #[serde(default = "defaults::route_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
     #[serde(default)]
     pub retry_policy: Option<RetryPolicy>,
     /// Filter chain for this route, run after the listener's.
@@ -530,6 +538,9 @@ pub(crate) mod defaults {
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)
+    }
+    pub fn route_idle_timeout() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn num_retries() -> u32 {
         1

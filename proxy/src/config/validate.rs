@@ -240,6 +240,9 @@ impl Validator {
             &format!("{at}.max_header_bytes"),
             listener.max_header_bytes as u64,
         );
+        if let Some(max) = listener.max_request_body_bytes {
+            self.at_least_one(&format!("{at}.max_request_body_bytes"), max);
+        }
         if let Some(tls) = &listener.tls {
             self.listener_tls(&format!("{at}.tls"), tls);
         }
@@ -369,6 +372,7 @@ impl Validator {
             );
         }
         self.positive(&format!("{at}.timeout"), route.timeout);
+        self.positive(&format!("{at}.idle_timeout"), route.idle_timeout);
         if let Some(policy) = &route.retry_policy {
             self.retry_policy(&format!("{at}.retry_policy"), policy);
         }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wasmesh_host::StreamEnv;
+use wasmesh_host::{FilterState, StreamEnv};
 
 use crate::tls::identity::TlsInfo;
 
@@ -38,6 +38,8 @@ pub struct RequestAttributes {
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     response: Mutex<ResponseFacts>,
+    /// What the request's filters set for each other (and for the router: `RouterHints`).
+    pub filter_state: FilterState,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,7 @@ impl RequestAttributes {
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
             response: Mutex::new(ResponseFacts::default()),
+            filter_state: FilterState::new(),
         }
     }
 
@@ -200,6 +203,10 @@ impl StreamEnv for RequestAttributes {
             other => connection_property(self.source, self.destination, &self.tls, other),
         }
     }
+
+    fn filter_state(&self) -> Option<&FilterState> {
+        Some(&self.filter_state)
+    }
 }
 
 /// The attributes of the connection a request or a network stream came on:
@@ -242,6 +249,8 @@ pub struct ConnectionAttributes {
     pub listener_name: String,
     pub cluster_name: String,
     upstream: Mutex<Option<String>>,
+    /// What the connection's network filters set for each other.
+    pub filter_state: FilterState,
 }
 
 impl ConnectionAttributes {
@@ -257,6 +266,7 @@ impl ConnectionAttributes {
             listener_name: listener_name.to_string(),
             cluster_name: cluster_name.to_string(),
             upstream: Mutex::new(None),
+            filter_state: FilterState::new(),
         }
     }
 
@@ -285,5 +295,9 @@ impl StreamEnv for ConnectionAttributes {
                 .map(|p| p.to_le_bytes().to_vec()),
             other => connection_property(self.source, self.destination, &self.tls, other),
         }
+    }
+
+    fn filter_state(&self) -> Option<&FilterState> {
+        Some(&self.filter_state)
     }
 }

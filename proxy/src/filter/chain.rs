@@ -245,7 +245,7 @@ fn plugin_config(p: &config::Plugin) -> PluginConfig {
         Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
         Some(other) => serde_json::to_vec(other).unwrap_or_default(),
     };
-    let replicas = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let replicas = crate::workers::replicas();
     PluginConfig {
         name: p.name.clone(),
         root_id: p.root_id.clone(),

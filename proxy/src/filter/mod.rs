@@ -50,9 +50,24 @@ pub enum Phase {
     Failed(String),
 }
 
+/// Starts `plugin`'s stream for a request, on the calling worker's replica.
+fn start(
+    plugin: &Arc<Plugin>,
+    env: &Arc<RequestAttributes>,
+) -> Result<HttpStream, wasmesh_host::FilterFailure> {
+    let env: Arc<dyn StreamEnv> = env.clone();
+    match crate::workers::current() {
+        Some(worker) => plugin.http_stream_on(worker, env),
+        None => plugin.http_stream(env),
+    }
+}
+
 /// Runs `on_request_headers` through the chain, starting a stream per plugin. `pairs` is
 /// updated in place; streams that started are pushed onto `streams` (they must outlive the
-/// request so their contexts end after it).
+/// request so their contexts end after it). When a filter answers or fails closed, the plugins
+/// after it never see the request, but each still gets a stream in `bystanders`, fed nothing:
+/// as in Envoy, every filter of the chain logs every request (`proxy_on_log`), so an access
+/// log anywhere in the chain sees the 401 or 429 an earlier filter sent.
 pub async fn request_headers(
     chain: &[Arc<Plugin>],
     env: &Arc<RequestAttributes>,
@@ -60,14 +75,20 @@ pub async fn request_headers(
     end_of_stream: bool,
     pause_limit: Duration,
     streams: &mut Vec<SharedStream>,
+    bystanders: &mut Vec<HttpStream>,
 ) -> Phase {
-    for plugin in chain {
-        let env: Arc<dyn StreamEnv> = env.clone();
-        let stream = match plugin.http_stream(env) {
+    let rest = |from: usize, bystanders: &mut Vec<HttpStream>| {
+        bystanders.extend(chain[from..].iter().filter_map(|p| start(p, env).ok()));
+    };
+    for (i, plugin) in chain.iter().enumerate() {
+        let stream = match start(plugin, env) {
             Ok(stream) => Arc::new(Mutex::new(stream)),
             Err(failure) => match plugin.failure_policy() {
                 FailurePolicy::FailOpen => continue,
-                FailurePolicy::FailClosed => return Phase::Failed(failure.to_string()),
+                FailurePolicy::FailClosed => {
+                    rest(i + 1, bystanders);
+                    return Phase::Failed(failure.to_string());
+                }
             },
         };
         let result = {
@@ -81,10 +102,12 @@ pub async fn request_headers(
             Settled::Continue => streams.push(stream),
             Settled::Respond(local) => {
                 streams.push(stream);
+                rest(i + 1, bystanders);
                 return Phase::Respond(local);
             }
             Settled::Failed(message) => {
                 if plugin.failure_policy() == FailurePolicy::FailClosed {
+                    rest(i + 1, bystanders);
                     return Phase::Failed(message);
                 }
             }
@@ -149,16 +172,24 @@ async fn settle(
         )
     };
     // A paused stream's data stays with its VM (a callout answer may still edit it) until the
-    // filter resumes it or answers for it.
-    if paused
-        && tokio::time::timeout(pause_limit, waiter.wait())
+    // filter resumes it or answers for it — or its replica fails, which wakes it too.
+    if paused {
+        let resumed = tokio::time::timeout(pause_limit, waiter.wait())
             .await
-            .is_err()
-    {
-        lock(stream).unpark();
-        return Settled::Failed(format!(
-            "filter \"{name}\" paused the stream and never resumed it"
-        ));
+            .is_ok();
+        let mut s = lock(stream);
+        if s.replica_failed() {
+            s.unpark();
+            return Settled::Failed(format!(
+                "filter \"{name}\" failed while the stream was paused"
+            ));
+        }
+        if !resumed {
+            s.unpark();
+            return Settled::Failed(format!(
+                "filter \"{name}\" paused the stream and never resumed it"
+            ));
+        }
     }
     match lock(stream).take_local_response() {
         Some(local) => Settled::Respond(local),
@@ -168,8 +199,8 @@ async fn settle(
 
 /// What filters may ask of the router for one request, through filter state
 /// (`proxy_set_property`, values as UTF-8 text): the stock `retry-hints` filter maps Envoy's
-/// `x-envoy-retry-on`-style request headers onto these keys. Later filters win; a value that
-/// does not parse is ignored.
+/// `x-envoy-retry-on`-style request headers onto these keys. A later filter's value replaces
+/// an earlier one's; a value that does not parse is ignored.
 ///
 /// | key | value |
 /// |---|---|
@@ -189,21 +220,19 @@ const MAX_HINTED_RETRIES: u32 = 10;
 /// Longest timeout a hint may ask for.
 const MAX_HINTED_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Reads the router hints the filters left, on top of the route's own retry policy.
+/// Reads the router hints the filters left in the request's filter state, on top of the
+/// route's own retry policy.
 pub fn router_hints(
-    streams: &[SharedStream],
+    filter_state: &wasmesh_host::FilterState,
     route_retry: Option<&crate::config::RetryPolicy>,
 ) -> RouterHints {
     use crate::config::{RetryOn, RetryPolicy};
     let mut state: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for stream in streams {
-        let s = lock(stream);
-        for (key, value) in &s.data.filter_state {
-            if key.starts_with("wasmesh.")
-                && let Ok(text) = std::str::from_utf8(value)
-            {
-                state.insert(key.clone(), text.trim().to_string());
-            }
+    for (key, value) in filter_state.entries() {
+        if key.starts_with("wasmesh.")
+            && let Ok(text) = std::str::from_utf8(&value)
+        {
+            state.insert(key, text.trim().to_string());
         }
     }
     let millis = |key: &str| {
