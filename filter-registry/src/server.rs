@@ -277,6 +277,19 @@ fn store_error(e: &StoreError) -> Resp {
             "BLOB_UPLOAD_INVALID",
             &msg,
         ),
+        StoreError::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            tracing::error!(error = %e, "registry storage is full");
+            error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNKNOWN",
+                "registry storage is full",
+            )
+        }
         StoreError::Io { .. } => {
             tracing::error!(error = %e, "store I/O error");
             error(

@@ -470,7 +470,12 @@ impl Store {
                 got: off,
             });
         }
-        f.write_all(data).map_err(io_err(&p))?;
+        if let Err(e) = f.write_all(data) {
+            // A chunk is all or nothing: cut off what part of it went in (a full disk, say),
+            // so the upload stays at the offset a client retries from, and the space is freed.
+            let _ = f.set_len(size);
+            return Err(io_err(&p)(e));
+        }
         Ok(size + data.len() as u64)
     }
 
