@@ -9,9 +9,17 @@
 //!   into path and query, `host:port` split;
 //! - [`router`]: local responses by method and exact or prefix path;
 //! - [`metrics`]: counters, gauges and histograms defined once, lazily, with labels flattened
-//!   into the name the way Envoy's tag extraction (and wasmesh's `/stats`) expects;
-//! - [`properties`]: the attributes the host provides (`request.path`, `source.address`,
-//!   `connection.mtls`, …), decoded from Envoy's encodings.
+//!   into the name the way Envoy's tag extraction (and wasmesh's `/stats`) expects — as
+//!   statics, or built from the configuration at run time;
+//! - [`properties`]: the attributes the host provides (`request.path`, `request.time`,
+//!   `response.code`, `connection.mtls`, …), decoded from Envoy's encodings, and filter state
+//!   for later filters ([`properties::set`]), never trapping on the host's refusal;
+//! - [`route_cache`]: asking the host to route the request again after editing it, the way
+//!   Envoy offers it (no wasmesh-only import).
+//!
+//! Everything here imports only what the proxy-wasm ABI and WASI define, and only what Envoy
+//! links, so a filter built on it loads on Envoy as it is (`wasmesh-sdk-test`'s
+//! `portability` module checks a built `.wasm` for that).
 //!
 //! Filters build for `wasm32-wasip1`; the crate also builds natively so the pure parts can be
 //! unit-tested with `cargo test`. To run a built filter in a test, use the harness in
@@ -92,6 +100,7 @@ pub mod config;
 pub mod headers;
 pub mod metrics;
 pub mod properties;
+pub mod route_cache;
 pub mod router;
 
 pub use proxy_wasm;

@@ -1,4 +1,5 @@
-//! Metrics defined once, lazily, as statics.
+//! Metrics defined once, lazily: as statics when their names are known when the filter is
+//! written, or built at run time (from the configuration) with the `owned` constructors.
 //!
 //! ```no_run
 //! use wasmesh_sdk::metrics::{Counter, CounterFamily, Histogram};
@@ -10,6 +11,31 @@
 //! DENIED.increment(1);
 //! BY_ROUTE.with(&["users", "allow"]).increment(1);
 //! LATENCY.record(12);
+//! ```
+//!
+//! When the names or label keys come from the configuration — a prefix, a chosen set of
+//! labels — build the metrics with [`Counter::owned`], [`CounterFamily::owned`] and the
+//! like, once, in `on_configure`, and keep them (in the root context, shared with the HTTP
+//! contexts through an `Rc`):
+//!
+//! ```no_run
+//! use wasmesh_sdk::metrics::{CounterFamily, Histogram};
+//!
+//! struct Metrics {
+//!     requests: CounterFamily,
+//!     latency: Histogram,
+//! }
+//!
+//! fn build(prefix: &str, labels: Vec<String>) -> Metrics {
+//!     Metrics {
+//!         requests: CounterFamily::owned(format!("{prefix}requests_total"), labels),
+//!         latency: Histogram::owned(format!("{prefix}latency_ms")),
+//!     }
+//! }
+//!
+//! let metrics = build("edge_", vec!["route".into(), "code".into()]);
+//! metrics.requests.with(&["users", "200"]).increment(1);
+//! metrics.latency.record(12);
 //! ```
 //!
 //! A metric is defined with the host (`proxy_define_metric`) the first time it is used, in the
@@ -29,6 +55,7 @@
 //! Label keys should be `[A-Za-z_][A-Za-z0-9_]*` (other characters become `_`); a `;` in a
 //! value becomes `_`, so a value cannot end its segment early.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -64,12 +91,12 @@ fn define(kind: MetricType, name: &str) -> Option<u32> {
 #[derive(Debug)]
 struct Lazy {
     kind: MetricType,
-    name: &'static str,
+    name: Cow<'static, str>,
     id: OnceLock<Option<u32>>,
 }
 
 impl Lazy {
-    const fn new(kind: MetricType, name: &'static str) -> Lazy {
+    const fn new(kind: MetricType, name: Cow<'static, str>) -> Lazy {
         Lazy {
             kind,
             name,
@@ -78,7 +105,30 @@ impl Lazy {
     }
 
     fn id(&self) -> Option<u32> {
-        *self.id.get_or_init(|| define(self.kind, self.name))
+        *self.id.get_or_init(|| define(self.kind, &self.name))
+    }
+}
+
+/// A family's label keys: written into the filter, or built at run time.
+#[derive(Debug)]
+enum Keys {
+    Static(&'static [&'static str]),
+    Owned(Vec<Cow<'static, str>>),
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        match self {
+            Keys::Static(keys) => keys.len(),
+            Keys::Owned(keys) => keys.len(),
+        }
+    }
+
+    fn get(&self, index: usize) -> &str {
+        match self {
+            Keys::Static(keys) => keys.get(index).copied().unwrap_or_default(),
+            Keys::Owned(keys) => keys.get(index).map_or("", |k| k.as_ref()),
+        }
     }
 }
 
@@ -86,19 +136,28 @@ impl Lazy {
 #[derive(Debug)]
 struct Family {
     kind: MetricType,
-    name: &'static str,
-    labels: &'static [&'static str],
+    name: Cow<'static, str>,
+    labels: Keys,
     ids: Mutex<BTreeMap<Vec<String>, Option<u32>>>,
 }
 
 impl Family {
-    const fn new(kind: MetricType, name: &'static str, labels: &'static [&'static str]) -> Family {
+    const fn new(kind: MetricType, name: Cow<'static, str>, labels: Keys) -> Family {
         Family {
             kind,
             name,
             labels,
             ids: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn owned<K: Into<Cow<'static, str>>>(
+        kind: MetricType,
+        name: Cow<'static, str>,
+        labels: impl IntoIterator<Item = K>,
+    ) -> Family {
+        let keys = Keys::Owned(labels.into_iter().map(Into::into).collect());
+        Family::new(kind, name, keys)
     }
 
     /// Missing values are empty; extra values are ignored.
@@ -110,13 +169,12 @@ impl Family {
         if let Some(id) = ids.get(&values) {
             return *id;
         }
-        let pairs: Vec<(&str, &str)> = self
-            .labels
+        let pairs: Vec<(&str, &str)> = values
             .iter()
-            .zip(&values)
-            .map(|(k, v)| (*k, v.as_str()))
+            .enumerate()
+            .map(|(i, v)| (self.labels.get(i), v.as_str()))
             .collect();
-        let id = define(self.kind, &flatten_name(self.name, &pairs));
+        let id = define(self.kind, &flatten_name(&self.name, &pairs));
         ids.insert(values, id);
         id
     }
@@ -145,7 +203,13 @@ pub struct Counter(Lazy);
 impl Counter {
     /// Declares a counter; it is defined with the host on first use.
     pub const fn new(name: &'static str) -> Counter {
-        Counter(Lazy::new(MetricType::Counter, name))
+        Counter(Lazy::new(MetricType::Counter, Cow::Borrowed(name)))
+    }
+
+    /// Declares a counter whose name is known only at run time (a configured prefix, say);
+    /// it is defined with the host on first use. Build it once and keep it.
+    pub fn owned(name: impl Into<Cow<'static, str>>) -> Counter {
+        Counter(Lazy::new(MetricType::Counter, name.into()))
     }
 
     /// Adds `delta`.
@@ -166,7 +230,13 @@ pub struct Gauge(Lazy);
 impl Gauge {
     /// Declares a gauge; it is defined with the host on first use.
     pub const fn new(name: &'static str) -> Gauge {
-        Gauge(Lazy::new(MetricType::Gauge, name))
+        Gauge(Lazy::new(MetricType::Gauge, Cow::Borrowed(name)))
+    }
+
+    /// Declares a gauge whose name is known only at run time (a configured prefix, say);
+    /// it is defined with the host on first use. Build it once and keep it.
+    pub fn owned(name: impl Into<Cow<'static, str>>) -> Gauge {
+        Gauge(Lazy::new(MetricType::Gauge, name.into()))
     }
 
     /// Sets the value.
@@ -192,7 +262,13 @@ pub struct Histogram(Lazy);
 impl Histogram {
     /// Declares a histogram; it is defined with the host on first use.
     pub const fn new(name: &'static str) -> Histogram {
-        Histogram(Lazy::new(MetricType::Histogram, name))
+        Histogram(Lazy::new(MetricType::Histogram, Cow::Borrowed(name)))
+    }
+
+    /// Declares a histogram whose name is known only at run time (a configured prefix, say);
+    /// it is defined with the host on first use. Build it once and keep it.
+    pub fn owned(name: impl Into<Cow<'static, str>>) -> Histogram {
+        Histogram(Lazy::new(MetricType::Histogram, name.into()))
     }
 
     /// Records one value.
@@ -208,7 +284,21 @@ pub struct CounterFamily(Family);
 impl CounterFamily {
     /// Declares a family with label keys `labels`.
     pub const fn new(name: &'static str, labels: &'static [&'static str]) -> CounterFamily {
-        CounterFamily(Family::new(MetricType::Counter, name, labels))
+        CounterFamily(Family::new(
+            MetricType::Counter,
+            Cow::Borrowed(name),
+            Keys::Static(labels),
+        ))
+    }
+
+    /// Declares a family whose name and label keys are known only at run time (from the
+    /// configuration). Build it once and keep it: it remembers the metric of each set of
+    /// label values.
+    pub fn owned<K: Into<Cow<'static, str>>>(
+        name: impl Into<Cow<'static, str>>,
+        labels: impl IntoIterator<Item = K>,
+    ) -> CounterFamily {
+        CounterFamily(Family::owned(MetricType::Counter, name.into(), labels))
     }
 
     /// The counter for these label values, in the order of the family's keys.
@@ -224,7 +314,21 @@ pub struct GaugeFamily(Family);
 impl GaugeFamily {
     /// Declares a family with label keys `labels`.
     pub const fn new(name: &'static str, labels: &'static [&'static str]) -> GaugeFamily {
-        GaugeFamily(Family::new(MetricType::Gauge, name, labels))
+        GaugeFamily(Family::new(
+            MetricType::Gauge,
+            Cow::Borrowed(name),
+            Keys::Static(labels),
+        ))
+    }
+
+    /// Declares a family whose name and label keys are known only at run time (from the
+    /// configuration). Build it once and keep it: it remembers the metric of each set of
+    /// label values.
+    pub fn owned<K: Into<Cow<'static, str>>>(
+        name: impl Into<Cow<'static, str>>,
+        labels: impl IntoIterator<Item = K>,
+    ) -> GaugeFamily {
+        GaugeFamily(Family::owned(MetricType::Gauge, name.into(), labels))
     }
 
     /// The gauge for these label values, in the order of the family's keys.
@@ -240,7 +344,21 @@ pub struct HistogramFamily(Family);
 impl HistogramFamily {
     /// Declares a family with label keys `labels`.
     pub const fn new(name: &'static str, labels: &'static [&'static str]) -> HistogramFamily {
-        HistogramFamily(Family::new(MetricType::Histogram, name, labels))
+        HistogramFamily(Family::new(
+            MetricType::Histogram,
+            Cow::Borrowed(name),
+            Keys::Static(labels),
+        ))
+    }
+
+    /// Declares a family whose name and label keys are known only at run time (from the
+    /// configuration). Build it once and keep it: it remembers the metric of each set of
+    /// label values.
+    pub fn owned<K: Into<Cow<'static, str>>>(
+        name: impl Into<Cow<'static, str>>,
+        labels: impl IntoIterator<Item = K>,
+    ) -> HistogramFamily {
+        HistogramFamily(Family::owned(MetricType::Histogram, name.into(), labels))
     }
 
     /// The histogram for these label values, in the order of the family's keys.

@@ -1,61 +1,68 @@
-//! The metrics of each label set, defined with the host on first use and kept by label
-//! values, and what one exchange adds to them.
+//! The metrics of each label set, and what one exchange adds to them.
 //!
-//! Names are built with the SDK's [`flatten_name`] (labels as `key=.=value;.;` segments, which
-//! the host turns into Prometheus labels). The SDK's metric families want `'static` names and
-//! label keys, and here both come from the configuration, so the ids are kept here instead.
+//! Names and label keys come from the configuration (the prefix, the chosen labels), so the
+//! metrics are the SDK's families built at run time ([`CounterFamily::owned`]): they name
+//! each metric (labels flattened into the name, which the host turns back into Prometheus
+//! labels) and define it with the host on first use. The recorder keeps each label set's
+//! handles in a [`Series`], so an exchange costs one lookup, and so every metric of a new
+//! series — every histogram bucket — is there from its first exchange.
 
 use std::collections::HashMap;
 
-use wasmesh_sdk::metrics::flatten_name;
-use wasmesh_sdk::proxy_wasm::hostcalls;
-use wasmesh_sdk::proxy_wasm::types::MetricType;
+use wasmesh_sdk::metrics::{CounterFamily, CounterHandle, HistogramFamily, HistogramHandle};
 
 use crate::config::{Config, Label, Mode};
 use crate::labels::Exchange;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
-/// The metric names, prefix applied.
+/// The families, prefix applied, with the configuration's label keys.
 #[derive(Debug)]
-struct Names {
-    requests: String,
-    duration: String,
-    bucket: String,
-    sum: String,
-    count: String,
-    request_bytes: String,
-    response_bytes: String,
-    overflow: String,
+struct Families {
+    requests: CounterFamily,
+    /// `host` mode.
+    duration: HistogramFamily,
+    /// `buckets` mode: the label keys and `le`.
+    bucket: CounterFamily,
+    sum: CounterFamily,
+    count: CounterFamily,
+    request_bytes: CounterFamily,
+    response_bytes: CounterFamily,
+    overflow: CounterFamily,
 }
 
-impl Names {
-    fn new(prefix: &str) -> Names {
+impl Families {
+    fn new(prefix: &str, labels: &[Label]) -> Families {
         let name = |base: &str| format!("{prefix}{base}");
-        Names {
-            requests: name("requests_total"),
-            duration: name("request_duration_ms"),
-            bucket: name("request_duration_ms_bucket"),
-            sum: name("request_duration_ms_sum"),
-            count: name("request_duration_ms_count"),
-            request_bytes: name("request_bytes_total"),
-            response_bytes: name("response_bytes_total"),
-            overflow: name("label_overflow_total"),
+        let keys = || labels.iter().map(|l| l.key());
+        let counters = |base: &str| CounterFamily::owned(name(base), keys());
+        Families {
+            requests: counters("requests_total"),
+            duration: HistogramFamily::owned(name("request_duration_ms"), keys()),
+            bucket: CounterFamily::owned(
+                name("request_duration_ms_bucket"),
+                keys().chain(std::iter::once("le")),
+            ),
+            sum: counters("request_duration_ms_sum"),
+            count: counters("request_duration_ms_count"),
+            request_bytes: counters("request_bytes_total"),
+            response_bytes: counters("response_bytes_total"),
+            overflow: CounterFamily::owned(name("label_overflow_total"), ["label"]),
         }
     }
 }
 
-/// One label set's metric ids (`None`: the host refused the definition; recording skips it).
-#[derive(Debug, Default)]
+/// One label set's metrics (those its mode and `sizes` call for).
+#[derive(Debug)]
 struct Series {
-    requests: Option<u32>,
+    requests: CounterHandle,
     /// One per bound, then `+Inf`.
-    buckets: Vec<Option<u32>>,
-    sum: Option<u32>,
-    count: Option<u32>,
-    duration: Option<u32>,
-    request_bytes: Option<u32>,
-    response_bytes: Option<u32>,
+    buckets: Vec<CounterHandle>,
+    sum: Option<CounterHandle>,
+    count: Option<CounterHandle>,
+    duration: Option<HistogramHandle>,
+    request_bytes: Option<CounterHandle>,
+    response_bytes: Option<CounterHandle>,
     /// Nanoseconds recorded but not yet whole milliseconds in `_sum`, so the sum stays exact
     /// however short the requests are.
     pending_ns: u64,
@@ -71,30 +78,25 @@ struct Bound {
 /// Every series this replica has used, by label values.
 #[derive(Debug)]
 pub struct Recorder {
-    names: Names,
-    labels: Vec<Label>,
+    families: Families,
     mode: Mode,
     sizes: bool,
     bounds: Vec<Bound>,
     series: HashMap<Vec<String>, Series>,
-    overflow: HashMap<Label, Option<u32>>,
 }
 
-fn define(kind: MetricType, name: &str, labels: &[(&str, &str)]) -> Option<u32> {
-    let id = hostcalls::define_metric(kind, &flatten_name(name, labels)).ok()?;
-    if kind == MetricType::Counter {
-        // Adding nothing makes the host export the counter at 0 at once: a histogram's
-        // buckets must all be there, hit or not.
-        let _ = hostcalls::increment_metric(id, 0);
-    }
-    Some(id)
+/// A counter as a new series starts it: adding nothing makes the host export it at 0 at
+/// once (a histogram's buckets must all be there, hit or not).
+fn started(counter: CounterHandle) -> CounterHandle {
+    counter.increment(0);
+    counter
 }
 
-fn add(id: Option<u32>, delta: u64) {
-    if let Some(id) = id
+fn add(counter: Option<CounterHandle>, delta: u64) {
+    if let Some(counter) = counter
         && delta > 0
     {
-        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        counter.increment(delta);
     }
 }
 
@@ -111,24 +113,17 @@ impl Recorder {
             })
             .collect();
         Recorder {
-            names: Names::new(&config.prefix),
-            labels: config.labels.clone(),
+            families: Families::new(&config.prefix, &config.labels),
             mode: config.histogram.mode,
             sizes: config.sizes,
             bounds,
             series: HashMap::new(),
-            overflow: HashMap::new(),
         }
     }
 
     /// Counts a value of `label` that went to `other`.
     pub fn overflowed(&mut self, label: Label) {
-        let name = &self.names.overflow;
-        let id = *self
-            .overflow
-            .entry(label)
-            .or_insert_with(|| define(MetricType::Counter, name, &[("label", label.key())]));
-        add(id, 1);
+        self.families.overflow.with(&[label.key()]).increment(1);
     }
 
     /// Records one exchange under the label `values` (in the configuration's label order).
@@ -136,32 +131,30 @@ impl Recorder {
         let series = match self.series.get_mut(&values) {
             Some(series) => series,
             None => {
-                let series = self.define_series(&values);
+                let series = self.start_series(&values);
                 self.series.entry(values).or_insert(series)
             }
         };
-        add(series.requests, 1);
-        if self.sizes {
-            add(series.request_bytes, exchange.request_bytes.unwrap_or(0));
-            add(series.response_bytes, exchange.response_bytes.unwrap_or(0));
-        }
+        add(Some(series.requests), 1);
+        add(series.request_bytes, exchange.request_bytes.unwrap_or(0));
+        add(series.response_bytes, exchange.response_bytes.unwrap_or(0));
         let Some(ns) = exchange.duration_ns else {
             return;
         };
         match self.mode {
             Mode::None => {}
             Mode::Host => {
-                if let Some(id) = series.duration {
-                    let _ = hostcalls::record_metric(id, ns / NANOS_PER_MS);
+                if let Some(histogram) = series.duration {
+                    histogram.record(ns / NANOS_PER_MS);
                 }
             }
             Mode::Buckets => {
-                for (bound, id) in self.bounds.iter().zip(&series.buckets) {
+                for (bound, bucket) in self.bounds.iter().zip(&series.buckets) {
                     if ns <= bound.nanos {
-                        add(*id, 1);
+                        add(Some(*bucket), 1);
                     }
                 }
-                add(series.buckets.last().copied().flatten(), 1);
+                add(series.buckets.last().copied(), 1);
                 add(series.count, 1);
                 let total = series.pending_ns.saturating_add(ns);
                 add(series.sum, total / NANOS_PER_MS);
@@ -170,27 +163,24 @@ impl Recorder {
         }
     }
 
-    fn define_series(&self, values: &[String]) -> Series {
-        let pairs: Vec<(&str, &str)> = self
-            .labels
-            .iter()
-            .zip(values)
-            .map(|(l, v)| (l.key(), v.as_str()))
-            .collect();
-        let counter = |name: &str| define(MetricType::Counter, name, &pairs);
+    fn start_series(&self, values: &[String]) -> Series {
+        let families = &self.families;
+        let labels: Vec<&str> = values.iter().map(String::as_str).collect();
+        let counter = |family: &CounterFamily| started(family.with(&labels));
+        let sized = |family: &CounterFamily| self.sizes.then(|| counter(family));
         let mut series = Series {
-            requests: counter(&self.names.requests),
-            ..Series::default()
+            requests: counter(&families.requests),
+            buckets: Vec::new(),
+            sum: None,
+            count: None,
+            duration: None,
+            request_bytes: sized(&families.request_bytes),
+            response_bytes: sized(&families.response_bytes),
+            pending_ns: 0,
         };
-        if self.sizes {
-            series.request_bytes = counter(&self.names.request_bytes);
-            series.response_bytes = counter(&self.names.response_bytes);
-        }
         match self.mode {
             Mode::None => {}
-            Mode::Host => {
-                series.duration = define(MetricType::Histogram, &self.names.duration, &pairs);
-            }
+            Mode::Host => series.duration = Some(families.duration.with(&labels)),
             Mode::Buckets => {
                 let les = self
                     .bounds
@@ -199,13 +189,13 @@ impl Recorder {
                     .chain(std::iter::once("+Inf"));
                 series.buckets = les
                     .map(|le| {
-                        let mut with_le = pairs.clone();
-                        with_le.push(("le", le));
-                        define(MetricType::Counter, &self.names.bucket, &with_le)
+                        let mut with_le = labels.clone();
+                        with_le.push(le);
+                        started(families.bucket.with(&with_le))
                     })
                     .collect();
-                series.sum = counter(&self.names.sum);
-                series.count = counter(&self.names.count);
+                series.sum = Some(counter(&families.sum));
+                series.count = Some(counter(&families.count));
             }
         }
         series

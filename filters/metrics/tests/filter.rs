@@ -38,7 +38,8 @@ impl Default for Exchange<'_> {
     }
 }
 
-/// Runs one stream to its end (dropping it runs `on_log`) with `e`'s attributes.
+/// Runs one stream to its end (`on_log`, where a trap would fail the test) with `e`'s
+/// attributes.
 fn finish(h: &Harness, e: Exchange<'_>) {
     let mut s = h.http_stream().expect("stream");
     s.set_property("route_name", e.route);
@@ -56,7 +57,7 @@ fn finish(h: &Harness, e: Exchange<'_>) {
         s.send_response_headers(&[(":status", &code.to_string())], true)
             .expect("response headers");
     }
-    drop(s);
+    s.finish().expect("on_log");
 }
 
 fn metric(h: &Harness, name: &str) -> Option<i64> {
@@ -345,6 +346,35 @@ fn the_bound_holds_across_replicas() {
     assert_eq!(metric(&h, "route=.=other;.;requests_total"), Some(1));
     assert_eq!(metric(&h, "route=.=y;.;requests_total"), Some(1));
     assert_eq!(metric(&h, "route=.=users;.;requests_total"), None);
+}
+
+#[test]
+fn replicas_admit_values_and_count_together() {
+    // Two VM replicas, as the proxy runs one per worker; streams alternate between them.
+    let h = Harness::builder(wasmesh_test_programs::filter("metrics"))
+        .name("metrics")
+        .replicas(2)
+        .plugin_config(
+            r#"{"labels": ["route"], "histogram": {"mode": "none"}, "max_values": {"route": 2}}"#,
+        )
+        .load()
+        .expect("configuration accepted");
+    for route in ["a", "b", "c", "a", "b"] {
+        finish(
+            &h,
+            Exchange {
+                route,
+                ..Exchange::default()
+            },
+        );
+    }
+    // Replica 0 saw a, c, b and replica 1 saw b, a: `c` found the bound full though its
+    // replica had admitted only `a`, and both replicas count into the same series.
+    assert_eq!(metric(&h, "route=.=a;.;requests_total"), Some(2));
+    assert_eq!(metric(&h, "route=.=b;.;requests_total"), Some(2));
+    assert_eq!(metric(&h, "route=.=other;.;requests_total"), Some(1));
+    assert_eq!(metric(&h, "label=.=route;.;label_overflow_total"), Some(1));
+    assert_eq!(metric(&h, "route=.=c;.;requests_total"), None);
 }
 
 #[test]

@@ -100,7 +100,7 @@ impl Facts for Live {
     fn claims(&self) -> Option<&Value> {
         self.claims
             .get_or_init(|| {
-                properties::get("wasmesh.jwt.claims")
+                properties::filter_state("wasmesh.jwt.claims")
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             })
             .as_ref()

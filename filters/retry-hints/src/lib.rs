@@ -32,7 +32,6 @@ use std::rc::Rc;
 
 use wasmesh_sdk::metrics::{Counter, CounterFamily};
 use wasmesh_sdk::proxy_wasm;
-use wasmesh_sdk::proxy_wasm::hostcalls;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::{config as sdk_config, headers, properties};
@@ -101,8 +100,9 @@ impl HttpContext for RetryHints {
         if trusted {
             let hints = hints::read(config, |name| request.get(name));
             for (key, value) in &hints.state {
-                // The host joins the path's segments with `.`: `wasmesh.retry_on`.
-                let _ = hostcalls::set_property(vec!["wasmesh", key], Some(value.as_bytes()));
+                // One filter-state key, `wasmesh.retry_on`, as Envoy names filter state; a
+                // refusal (over the host's limits) leaves the route's own policy in place.
+                let _ = properties::set(&format!("wasmesh.{key}"), value.as_bytes());
             }
             if !hints.state.is_empty() {
                 APPLIED.increment(1);

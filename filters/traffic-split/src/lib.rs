@@ -3,9 +3,10 @@
 //! (`x-canary: always`, `version=v2`), else the weights, applied to a hash of a stickiness key
 //! (header, cookie or client IP) so a user always gets the same variant, or drawn at random —
 //! writes it as a request header (`x-route-variant: canary` by default, replacing whatever the
-//! client sent) and asks the proxy to match the route again (`proxy_clear_route_cache`), so a
-//! route table that matches on that header sends the request to the variant's cluster.
-//! Written with `wasmesh-sdk`.
+//! client sent) and asks the proxy to match the route again (the SDK's [`route_cache::clear`],
+//! Envoy's `clear_route_cache` foreign function), so a route table that matches on that
+//! header sends the request to the variant's cluster. Written with `wasmesh-sdk`; it imports
+//! nothing Envoy lacks, so it runs there unchanged.
 //!
 //! Configuration (the plugin `config`, JSON):
 //!
@@ -31,7 +32,7 @@ use wasmesh_sdk::metrics::CounterFamily;
 use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmesh_sdk::{config as sdk_config, headers, properties};
+use wasmesh_sdk::{config as sdk_config, headers, properties, route_cache};
 
 use config::Config;
 
@@ -44,23 +45,6 @@ proxy_wasm::main! {{
 
 static REQUESTS: CounterFamily =
     CounterFamily::new("traffic_split_requests_total", &["variant", "reason"]);
-
-mod route_cache {
-    // proxy-wasm 0.2.x has no `clear_route_cache` in the Rust SDK (Envoy offers it as a
-    // foreign function); wasmesh's host provides the `env.proxy_clear_route_cache` import.
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_clear_route_cache() -> u32;
-    }
-
-    /// Asks the host to match the current request's route again after its headers changed.
-    pub fn clear() {
-        // SAFETY: a host call without arguments; the status it answers needs no handling.
-        unsafe {
-            proxy_clear_route_cache();
-        }
-    }
-}
 
 struct Root {
     /// `None` until configured: then every request passes untouched.
@@ -130,6 +114,7 @@ impl HttpContext for Split {
         // Always written (a client's own value is replaced) and the route always matched
         // again: the first match may have followed a header the client sent.
         headers::request().set(&config.header, &variant.name);
+        // A host without the function routes as first matched; there is nothing better to do.
         route_cache::clear();
         Action::Continue
     }

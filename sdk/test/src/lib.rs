@@ -21,11 +21,14 @@
 //!
 //! What a test controls and sees:
 //!
-//! - **loading**: plugin and VM configuration, `root_id`, `vm_id`, on one VM replica; a
-//!   configuration the filter refuses comes back as [`Error::Load`] with the filter's log;
+//! - **loading**: plugin and VM configuration, `root_id`, `vm_id`, on one VM replica or
+//!   several ([`HarnessBuilder::replicas`]: streams take the replicas in turn, as the proxy's
+//!   workers do); a configuration the filter refuses comes back as [`Error::Load`] with the
+//!   filter's log;
 //! - **streams** ([`Stream`]): request/response headers, body chunks, trailers, in any order;
 //!   the [`Action`] each callback returns, the headers and bodies after the filter, a local
-//!   response, whether a paused stream was resumed;
+//!   response, whether a paused stream was resumed; the end of the stream with
+//!   [`Stream::finish`], which reports a failure in `on_log` (dropping the stream cannot);
 //! - **properties**: [`Harness::set_property`] (all streams) and [`Stream::set_property`],
 //!   encoded as Envoy does ([`PropertyValue`]);
 //! - **time**: the clock filters read (`get_current_time`, `SystemTime::now`, `Instant::now`)
@@ -41,7 +44,9 @@
 //! - **shared state**: [`Harness::shared_data`], [`Harness::set_shared_data`],
 //!   [`Harness::enqueue`] (the filter's `on_queue_ready` runs before it returns),
 //!   [`Harness::dequeue`];
-//! - **output**: [`Harness::metrics`] and [`Harness::logs`].
+//! - **output**: [`Harness::metrics`] and [`Harness::logs`];
+//! - **portability**: [`portability::unportable_imports`] lists what a built module imports
+//!   that the proxy-wasm ABI, WASI or Envoy do not provide.
 //!
 //! Everything a callback causes — a queue notification, a callout answer's callback, a gRPC
 //! reply's callback — has run
@@ -51,10 +56,13 @@
 
 mod compile;
 mod env;
+mod failures;
+pub mod portability;
 mod services;
 mod stream;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +108,10 @@ pub enum Error {
     Shared(#[from] SharedError),
     #[error("deferred work kept making more work (a queue refilled from its own on_queue_ready?)")]
     Runaway,
+    /// [`portability::unportable_imports`] was given something that is not a proxy-wasm
+    /// module.
+    #[error("not a proxy-wasm filter: {0}")]
+    NotAFilter(String),
 }
 
 impl Error {
@@ -201,6 +213,17 @@ impl HarnessBuilder {
         self
     }
 
+    /// How many VM replicas the plugin runs on (default 1; 0 is taken as 1), as the proxy runs
+    /// one per worker thread. Each replica has its own root context and memory; they share
+    /// the plugin's shared data, queues and metrics. Streams take the replicas in turn: the
+    /// n-th stream (from 0) runs on replica `n % replicas` — see [`Harness::next_replica`]
+    /// and [`Stream::replica`]. Use it to test what a filter keeps in shared data across
+    /// replicas (counters, rate limit buckets, admitted label values).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.config.replicas = replicas.max(1);
+        self
+    }
+
     /// Where the filter's clock starts (default [`DEFAULT_START`]).
     pub fn start_time(mut self, time: SystemTime) -> Self {
         self.start = time;
@@ -230,9 +253,13 @@ impl HarnessBuilder {
                 message: e.to_string(),
             })?,
         };
+        // Room for the replicas, their rebuilds after a failure, and a few plugins a test
+        // loads itself on `host()`.
+        let wanted = self.config.replicas.saturating_mul(2).saturating_add(6);
+        let max_instances = u32::try_from(wanted).unwrap_or(u32::MAX);
         let host = Host::new(HostConfig {
             cache_dir: Some(std::env::temp_dir().join("wasmesh-sdk-test-modules")),
-            max_instances: Some(8),
+            max_instances: Some(max_instances.max(8)),
         })
         .map_err(|error| Error::Load {
             error,
@@ -241,6 +268,7 @@ impl HarnessBuilder {
         let services = Arc::new(TestServices::new(self.start, self.upstreams));
         host.set_services(services.clone());
         let name = self.config.name.clone();
+        let replicas = self.config.replicas.max(1);
         let plugin = match host.load_plugin(self.config, &wasm) {
             Ok(plugin) => plugin,
             Err(error) => {
@@ -255,6 +283,8 @@ impl HarnessBuilder {
             plugin,
             services,
             properties: Arc::new(Mutex::new(self.properties.into_iter().collect())),
+            replicas,
+            streams: AtomicUsize::new(0),
         };
         if !harness.services.run_deferred() {
             return Err(Error::Runaway);
@@ -269,6 +299,9 @@ pub struct Harness {
     plugin: Arc<Plugin>,
     services: Arc<TestServices>,
     properties: env::PropertyMap,
+    replicas: usize,
+    /// Streams started so far: the host gives them the replicas in turn.
+    streams: AtomicUsize,
 }
 
 impl Harness {
@@ -292,20 +325,35 @@ impl Harness {
         Harness::builder(wasm).plugin_config(plugin_config).load()
     }
 
-    /// Starts an HTTP stream (a new context in the filter).
+    /// Starts an HTTP stream (a new context in the filter), on the replica
+    /// [`Harness::next_replica`] names.
     pub fn http_stream(&self) -> Result<Stream, Error> {
         let env = Arc::new(env::TestEnv {
             shared: self.properties.clone(),
             own: Arc::new(Mutex::new(Default::default())),
         });
         let own = env.own.clone();
+        // The host takes the next replica for every stream it starts, even one that fails.
+        let replica = self.streams.fetch_add(1, Ordering::Relaxed) % self.replicas;
         let result = self.plugin.http_stream(env);
         let settled = self.services.run_deferred();
         let inner = result?;
         if !settled {
             return Err(Error::Runaway);
         }
-        Ok(Stream::new(inner, self.services.clone(), own))
+        Ok(Stream::new(inner, self.services.clone(), own, replica))
+    }
+
+    /// How many VM replicas the plugin runs on ([`HarnessBuilder::replicas`]).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The replica the next [`Harness::http_stream`] will run on: streams take the replicas
+    /// in turn, from 0. (Streams started on [`Harness::plugin`] directly take turns too, and
+    /// are not counted here.)
+    pub fn next_replica(&self) -> usize {
+        self.streams.load(Ordering::Relaxed) % self.replicas
     }
 
     /// Sets a property every stream reads (unless the stream sets its own), by dotted path:
@@ -337,7 +385,8 @@ impl Harness {
         self.services.advance(by);
     }
 
-    /// Runs the filter's `on_tick` once.
+    /// Runs the filter's `on_tick` once, on every replica whose root context set a tick
+    /// period.
     pub fn tick(&self) -> Result<(), Error> {
         let result = self.plugin.tick();
         let settled = self.services.run_deferred();

@@ -45,8 +45,10 @@ struct Body {
     passed: Vec<u8>,
 }
 
-/// One HTTP stream (see [`crate::Harness::http_stream`]). Dropping it ends the filter's
-/// context (`on_done`, `on_log`, `on_delete`).
+/// One HTTP stream (see [`crate::Harness::http_stream`]). [`Stream::finish`] ends the
+/// filter's context (`on_done`, `on_log`, `on_delete`) and reports how that went; dropping
+/// the stream ends it too, but cannot report a failure, and what the end caused (a queue
+/// notification, say) runs only with the harness's next call.
 ///
 /// The `send_*` methods may be called in any order. While the filter holds the stream paused
 /// (waiting for a callout, say), its data stays with the VM so the callout's answer can edit
@@ -60,6 +62,8 @@ pub struct Stream {
     response_body: Body,
     /// The resume count when the stream last paused.
     paused_at: Option<u64>,
+    /// The VM replica the stream runs on.
+    replica: usize,
 }
 
 impl Stream {
@@ -67,6 +71,7 @@ impl Stream {
         inner: HttpStream,
         services: Arc<TestServices>,
         properties: PropertyMap,
+        replica: usize,
     ) -> Stream {
         Stream {
             inner,
@@ -75,7 +80,33 @@ impl Stream {
             request_body: Body::default(),
             response_body: Body::default(),
             paused_at: None,
+            replica,
         }
+    }
+
+    /// Ends the stream as the proxy does once the exchange is over: runs the filter's
+    /// `on_done`, `on_log` and `on_delete`, then what they caused (a queue's
+    /// `on_queue_ready`, …), and reports a failure in any of them — a trap in `on_log`, a
+    /// deadline overrun — as [`Error::Filter`]. The replica that failed is rebuilt on its next
+    /// use, as in the proxy. A stream ended on a replica that failed earlier runs nothing and
+    /// finishes with `Ok`.
+    pub fn finish(self) -> Result<(), Error> {
+        let Stream {
+            inner, services, ..
+        } = self;
+        let plugin = inner.plugin().name().to_string();
+        let failure = crate::failures::watch(&plugin, || drop(inner));
+        let settled = services.run_deferred();
+        if let Some(failure) = failure {
+            return Err(Error::Filter(failure));
+        }
+        if settled { Ok(()) } else { Err(Error::Runaway) }
+    }
+
+    /// The VM replica this stream runs on (0 unless the harness has several; see
+    /// [`crate::HarnessBuilder::replicas`]).
+    pub fn replica(&self) -> usize {
+        self.replica
     }
 
     /// Sets a property for this stream only (it wins over the harness's); see
