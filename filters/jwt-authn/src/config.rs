@@ -61,10 +61,47 @@ pub struct Provider {
     /// Leeway for `exp` and `nbf`.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// The cache of tokens this provider verified (Envoy's `jwt_cache_config`, but on by
+    /// default).
+    #[serde(default)]
+    pub jwt_cache_config: CacheConfig,
 }
 
 fn default_clock_skew() -> u64 {
     60
+}
+
+/// How many verified tokens a provider keeps, per VM replica, so that a token seen again is
+/// not verified again (see `cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most tokens kept; the least recently used goes first. `0` turns the cache off.
+    #[serde(default = "default_cache_size")]
+    pub jwt_cache_size: usize,
+    /// Longest token kept, in bytes; a longer one is verified every time. This and the size
+    /// bound the memory the cache holds.
+    #[serde(default = "default_cache_max_token")]
+    pub jwt_max_token_size: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            jwt_cache_size: default_cache_size(),
+            jwt_max_token_size: default_cache_max_token(),
+        }
+    }
+}
+
+/// Envoy's default `jwt_cache_size`.
+fn default_cache_size() -> usize {
+    100
+}
+
+/// Envoy's default `jwt_max_token_size`.
+fn default_cache_max_token() -> usize {
+    4096
 }
 
 /// An inline key set, parsed at configuration time.
@@ -258,6 +295,12 @@ impl Config {
                     ));
                 }
             }
+            if provider.jwt_cache_config.jwt_max_token_size == 0 {
+                return Err(ConfigError::at(
+                    at("jwt_cache_config.jwt_max_token_size"),
+                    "must not be zero (jwt_cache_size: 0 turns the cache off)",
+                ));
+            }
             for (i, header) in provider.from_headers.iter_mut().enumerate() {
                 header.name = header.name.to_ascii_lowercase();
                 if !valid_header_name(&header.name) {
@@ -381,6 +424,14 @@ mod tests {
         assert_eq!(a.from_headers[0].value_prefix, "Bearer ");
         assert_eq!(a.from_params, ["access_token"]);
         assert_eq!(a.clock_skew_seconds, 60);
+        assert_eq!(
+            a.jwt_cache_config,
+            CacheConfig {
+                jwt_cache_size: 100,
+                jwt_max_token_size: 4096
+            },
+            "Envoy's sizes, on by default"
+        );
         assert!(!a.forward);
         assert_eq!(config.realm, "wasmesh");
         let as_string = parse(&format!(
@@ -436,6 +487,16 @@ mod tests {
                 format!(r#"{{"providers": {{"a": {{{remote}, "claim_to_headers": [{{"header_name": "x-a", "claim_name": "a..b"}}]}}}}}}"#),
                 "providers.a.claim_to_headers[0].claim_name",
                 "not a claim path",
+            ),
+            (
+                format!(r#"{{"providers": {{"a": {{{remote}, "jwt_cache_config": {{"jwt_max_token_size": 0}}}}}}}}"#),
+                "providers.a.jwt_cache_config.jwt_max_token_size",
+                "must not be zero",
+            ),
+            (
+                format!(r#"{{"providers": {{"a": {{{remote}, "jwt_cache_config": {{"jwt_cache_size": "big"}}}}}}}}"#),
+                "providers.a.jwt_cache_config.jwt_cache_size",
+                "invalid type",
             ),
             (
                 format!(r#"{{"providers": {{"a": {{{remote}, "issuer": 3}}}}}}"#),

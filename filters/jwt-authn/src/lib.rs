@@ -30,9 +30,15 @@
 //! `error="invalid_token"` (RFC 6750 §3). A request that needs a provider whose fetched keys
 //! have not arrived yet is answered 503 with `retry-after: 1` rather than held. A verified
 //! token's claims are published as filter state (`wasmesh.jwt.claims`, `wasmesh.jwt.sub`,
-//! `wasmesh.jwt.provider`) for later filters such as `rbac`. The README has the full schema,
-//! the wire behaviour and the metrics.
+//! `wasmesh.jwt.provider`) for later filters such as `rbac`.
+//!
+//! Each provider keeps the tokens it verified in a bounded LRU cache per VM replica
+//! (`jwt_cache_config`, 100 tokens by default), so a token seen again skips the signature
+//! check; time and identity claims are checked on every request, and the cache is emptied
+//! whenever the provider's keys change. The README has the full schema, the wire behaviour,
+//! the cache's rules and the metrics.
 
+mod cache;
 mod config;
 mod extract;
 mod jwks;
@@ -50,8 +56,9 @@ use wasmesh_sdk::proxy_wasm;
 use wasmesh_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use wasmesh_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmesh_sdk::router::Response;
-use wasmesh_sdk::{config as sdk_config, headers};
+use wasmesh_sdk::{config as sdk_config, headers, properties};
 
+use cache::{Lookup, TokenCache};
 use config::{Config, Provider, Rule};
 use extract::Location;
 use jwks::KeySet;
@@ -74,6 +81,8 @@ static DENIED: CounterFamily =
     CounterFamily::new("jwt_authn_denied_total", &["provider", "reason"]);
 static FETCHES: CounterFamily =
     CounterFamily::new("jwt_authn_jwks_fetches_total", &["provider", "result"]);
+static CACHE: CounterFamily =
+    CounterFamily::new("jwt_authn_cache_lookups_total", &["provider", "result"]);
 
 /// How often the root context looks whether a key set is due for fetching.
 const TICK: Duration = Duration::from_secs(1);
@@ -119,8 +128,25 @@ impl Plan {
     }
 }
 
-/// Each provider's keys, by index; `None` while a fetched set has not arrived.
-type Keys = Rc<RefCell<Vec<Option<Rc<KeySet>>>>>;
+/// What one provider verifies tokens with: its keys, and the tokens verified with exactly
+/// those keys.
+struct ProviderKeys {
+    /// `None` while a fetched set has not arrived.
+    keys: Option<Rc<KeySet>>,
+    cache: TokenCache,
+}
+
+impl ProviderKeys {
+    /// New keys: the tokens verified with the old ones are forgotten with them, so a token
+    /// signed by a key that is gone stops passing now, not when its entry ages out.
+    fn replace(&mut self, keys: Rc<KeySet>) {
+        self.keys = Some(keys);
+        self.cache.clear();
+    }
+}
+
+/// Each provider's keys and cache, by index.
+type Keys = Rc<RefCell<Vec<ProviderKeys>>>;
 
 struct Root {
     plan: Rc<Plan>,
@@ -216,13 +242,13 @@ impl Context for Root {
                 }
                 wasmesh_sdk::log(LogLevel::Info, &message);
                 if let Some(slot) = self.keys.borrow_mut().get_mut(i) {
-                    *slot = Some(Rc::new(keys));
+                    slot.replace(Rc::new(keys));
                 }
             }
             Err(why) => {
                 schedule.failed(now);
                 FETCHES.with(&[&name, "failed"]).increment(1);
-                let kept = self.keys.borrow().get(i).is_some_and(Option::is_some);
+                let kept = self.keys.borrow().get(i).is_some_and(|s| s.keys.is_some());
                 wasmesh_sdk::log(
                     LogLevel::Warn,
                     &format!(
@@ -248,7 +274,10 @@ impl RootContext for Root {
             let mut keys = Vec::new();
             self.schedules.clear();
             for (_, provider) in &mut plan.providers {
-                keys.push(provider.local_jwks.take().map(|local| Rc::new(local.0)));
+                keys.push(ProviderKeys {
+                    keys: provider.local_jwks.take().map(|local| Rc::new(local.0)),
+                    cache: TokenCache::new(provider.jwt_cache_config),
+                });
                 self.schedules.push(
                     provider
                         .remote_jwks
@@ -257,7 +286,8 @@ impl RootContext for Root {
                 );
             }
             self.plan = Rc::new(plan);
-            // Requests under way keep the sets they started with; new ones see these.
+            // Requests under way keep the sets they started with; new ones see these, with
+            // empty caches.
             self.keys = Rc::new(RefCell::new(keys));
             Ok(())
         });
@@ -325,6 +355,45 @@ impl Authn {
         ALLOWED.with(&[name]).increment(1);
     }
 
+    /// Checks `token` with provider `i`'s keys, through its cache: a cached token has only its
+    /// claims checked (against `expect`: now, and the provider's issuer and audiences); any
+    /// other is verified in full and, if it passes, cached. `None` while the provider's keys
+    /// have not arrived.
+    fn verify(
+        &self,
+        i: usize,
+        token: &str,
+        expect: &Expect<'_>,
+    ) -> Option<Result<Rc<Verified>, Failure>> {
+        let mut all = self.keys.borrow_mut();
+        let slot = all.get_mut(i)?;
+        let keys = slot.keys.clone()?;
+        let name = self.plan.providers[i].0.as_str();
+        Some(match slot.cache.lookup(token) {
+            Lookup::Hit(hash, verified) => {
+                CACHE.with(&[name, "hit"]).increment(1);
+                match token::check_claims(&verified.claims, expect) {
+                    Ok(()) => Ok(verified),
+                    Err(failure) => {
+                        // Expired (or, after the clock stepped back, not yet valid): it
+                        // will not pass again soon, so it does not hold a place.
+                        slot.cache.remove(&hash);
+                        Err(failure)
+                    }
+                }
+            }
+            Lookup::Miss(hash) => {
+                CACHE.with(&[name, "miss"]).increment(1);
+                let verified = token::verify(token, &keys, expect).map(Rc::new);
+                if let Ok(verified) = &verified {
+                    slot.cache.insert(hash, verified.clone());
+                }
+                verified
+            }
+            Lookup::Uncached => token::verify(token, &keys, expect).map(Rc::new),
+        })
+    }
+
     fn deny(&self, status: u32, challenge: Option<String>, body: &str) -> Action {
         let mut response = Response::text(status, &format!("{body}\n"));
         if let Some(challenge) = challenge {
@@ -338,10 +407,12 @@ impl Authn {
     }
 }
 
-/// Publishes `wasmesh.jwt.<key>` for later filters.
+/// Publishes `wasmesh.jwt.<key>` for later filters, as one name: the form Envoy can read back
+/// (see `wasmesh_sdk::properties`).
 fn set_state(key: &str, value: &[u8]) {
-    // Ok or a panic inside the SDK; a stream context always has somewhere to put it.
-    let _ = proxy_wasm::hostcalls::set_property(vec!["wasmesh", "jwt", key], Some(value));
+    // A stream context always has somewhere to put it; a host that refuses (a value over its
+    // limits) leaves later filters without the claims, which fails closed in them.
+    let _ = properties::set(&format!("wasmesh.jwt.{key}"), value);
 }
 
 /// A claim by name, or by dotted path into nested objects (`realm.tier`).
@@ -402,18 +473,17 @@ impl HttpContext for Authn {
                 outcomes.push((i, Outcome::Missing));
                 continue;
             };
-            let keys = self.keys.borrow().get(i).cloned().flatten();
-            let Some(keys) = keys else {
-                outcomes.push((i, Outcome::NoKeys));
-                continue;
-            };
             let expect = Expect {
                 issuer: provider.issuer.as_deref(),
                 audiences: &provider.audiences,
                 clock_skew: provider.clock_skew_seconds,
                 now,
             };
-            match token::verify(&token, &keys, &expect) {
+            let Some(result) = self.verify(i, &token, &expect) else {
+                outcomes.push((i, Outcome::NoKeys));
+                continue;
+            };
+            match result {
                 Ok(verified) => {
                     self.accept(i, &location, &verified);
                     return Action::Continue;

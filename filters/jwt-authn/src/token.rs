@@ -100,8 +100,17 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, 
     }
 }
 
-/// Checks `token` against `keys` and `expect`.
+/// Checks `token` against `keys` and `expect`: [`verify_signature`], then [`check_claims`].
 pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verified, Failure> {
+    let verified = verify_signature(token, keys)?;
+    check_claims(&verified.claims, expect)?;
+    Ok(verified)
+}
+
+/// Checks what depends only on the token and the key set: structure, algorithm, key id and
+/// signature. What it returns is not yet a token to accept: [`check_claims`] decides that,
+/// against the time and the provider.
+pub fn verify_signature(token: &str, keys: &KeySet) -> Result<Verified, Failure> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Failure::Malformed);
     }
@@ -144,15 +153,23 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verifie
     {
         return Err(Failure::BadSignature);
     }
+    Ok(Verified {
+        claims,
+        payload: payload_bytes,
+    })
+}
 
+/// Checks the claims of a token whose signature verified: `exp` and `nbf` against `now` with
+/// the skew, then `iss` and `aud`. Cheap; run for every request, cached tokens included.
+pub fn check_claims(claims: &Map<String, Value>, expect: &Expect<'_>) -> Result<(), Failure> {
     let now = expect.now as f64;
     let skew = expect.clock_skew as f64;
-    if let Some(exp) = numeric_date(&claims, "exp")?
+    if let Some(exp) = numeric_date(claims, "exp")?
         && now >= exp + skew
     {
         return Err(Failure::Expired);
     }
-    if let Some(nbf) = numeric_date(&claims, "nbf")?
+    if let Some(nbf) = numeric_date(claims, "nbf")?
         && now + skew < nbf
     {
         return Err(Failure::NotYetValid);
@@ -173,10 +190,7 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expect<'_>) -> Result<Verifie
             return Err(Failure::BadAudience);
         }
     }
-    Ok(Verified {
-        claims,
-        payload: payload_bytes,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

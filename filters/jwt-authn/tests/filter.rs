@@ -13,7 +13,7 @@ use rsa::rand_core::OsRng;
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use wasmesh_sdk_test::{Action, Error, Harness, LogLevel, Stream};
+use wasmesh_sdk_test::{Action, Error, Harness, HeaderMap, LogLevel, Stream};
 
 const ISSUER: &str = "https://idp.test";
 
@@ -767,6 +767,27 @@ fn configuration_errors_name_the_field_in_the_log() {
             format!(r#"{{"providers": {{"a": {}}}, "rule": []}}"#, provider("")),
             "configuration field `rule`: unknown field `rule`",
         ),
+        (
+            format!(
+                r#"{{"providers": {{"a": {}}}}}"#,
+                provider(r#", "jwt_cache_config": {"jwt_max_token_size": 0}"#)
+            ),
+            "configuration field `providers.a.jwt_cache_config.jwt_max_token_size`: must not be zero",
+        ),
+        (
+            format!(
+                r#"{{"providers": {{"a": {}}}}}"#,
+                provider(r#", "jwt_cache_config": {"size": 10}"#)
+            ),
+            "configuration field `providers.a.jwt_cache_config.size`: unknown field `size`",
+        ),
+        (
+            format!(
+                r#"{{"providers": {{"a": {}}}}}"#,
+                provider(r#", "jwt_cache_config": {"jwt_cache_size": -1}"#)
+            ),
+            "configuration field `providers.a.jwt_cache_config.jwt_cache_size`: invalid value",
+        ),
         ("{".to_string(), "configuration"),
     ] {
         let err = Harness::builder(wasmesh_test_programs::filter("jwt-authn"))
@@ -784,4 +805,358 @@ fn configuration_errors_name_the_field_in_the_log() {
             err.logs()
         );
     }
+}
+
+fn lookups(h: &Harness, provider: &str, result: &str) -> Option<i64> {
+    h.metric(&format!(
+        "provider=.={provider};.;result=.={result};.;jwt_authn_cache_lookups_total"
+    ))
+}
+
+/// The request as the filter passed it on, and what it published.
+#[derive(Debug, PartialEq)]
+struct PassedOn {
+    headers: HeaderMap,
+    /// `wasmesh.jwt.claims`, `.sub`, `.provider`.
+    state: [Option<Vec<u8>>; 3],
+}
+
+fn passed_on(s: &Stream) -> PassedOn {
+    PassedOn {
+        headers: s.request_headers(),
+        state: [
+            "wasmesh.jwt.claims",
+            "wasmesh.jwt.sub",
+            "wasmesh.jwt.provider",
+        ]
+        .map(|key| s.filter_state(key)),
+    }
+}
+
+#[test]
+fn a_cached_token_is_passed_on_exactly_as_a_verified_one() {
+    let h = corp(
+        r#", "claim_to_headers": [{"header_name": "x-jwt-claim-sub", "claim_name": "sub"},
+                                    {"header_name": "x-groups", "claim_name": "groups"},
+                                    {"header_name": "x-tier", "claim_name": "tier.level"}]"#,
+    );
+    let claims = claims(&h);
+    for token in [
+        rs256("rsa-1", &claims),
+        es256("ec-1", &claims),
+        eddsa("ed-1", &claims),
+    ] {
+        let request: &[(&str, &str)] = &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-jwt-claim-sub", "admin"),
+            ("x-other", "kept"),
+        ];
+        let (action, first) = send(&h, "/orders?x=1", request);
+        assert_eq!(action, Action::Continue);
+        let (action, second) = send(&h, "/orders?x=1", request);
+        assert_eq!(action, Action::Continue);
+        let missed = passed_on(&first);
+        assert_eq!(passed_on(&second), missed, "hit and miss pass on the same");
+        assert_eq!(second.request_header("authorization"), None);
+        assert_eq!(second.request_header_values("x-jwt-claim-sub"), ["alice"]);
+        let published: Value =
+            serde_json::from_slice(missed.state[0].as_deref().expect("claims")).expect("JSON");
+        assert_eq!(published, claims);
+    }
+    // The same from the query parameter: stripped on a hit too.
+    let mut c = claims.clone();
+    c["jti"] = json!("query");
+    let token = rs256("rsa-1", &c);
+    let path = format!("/orders?a=1&access_token={token}");
+    let (_, first) = send(&h, &path, &[]);
+    let (action, second) = send(&h, &path, &[]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(passed_on(&second), passed_on(&first));
+    assert_eq!(
+        second.request_header(":path").as_deref(),
+        Some("/orders?a=1")
+    );
+
+    assert_eq!(
+        lookups(&h, "corp", "miss"),
+        Some(4),
+        "each token verified once"
+    );
+    assert_eq!(lookups(&h, "corp", "hit"), Some(4));
+    assert_eq!(
+        h.metric("provider=.=corp;.;jwt_authn_allowed_total"),
+        Some(8)
+    );
+}
+
+#[test]
+fn a_cached_token_is_refused_once_it_expires() {
+    let h = corp(r#", "clock_skew_seconds": 30"#);
+    let mut c = claims(&h);
+    c["exp"] = json!(now(&h) + 100);
+    let token = eddsa("ed-1", &c);
+    assert_eq!(bearer(&h, &token).0, Action::Continue);
+    h.advance(Duration::from_secs(129));
+    assert_eq!(
+        bearer(&h, &token).0,
+        Action::Continue,
+        "a hit within the skew"
+    );
+    assert_eq!(lookups(&h, "corp", "hit"), Some(1));
+    h.advance(Duration::from_secs(1));
+    assert_invalid(&h, &token, "the token is expired");
+    assert_eq!(lookups(&h, "corp", "hit"), Some(2), "refused on a hit");
+    // Dropped from the cache: the next time it is looked at in full, and refused again.
+    assert_invalid(&h, &token, "the token is expired");
+    assert_eq!(lookups(&h, "corp", "hit"), Some(2));
+    assert_eq!(lookups(&h, "corp", "miss"), Some(2));
+    assert_eq!(denied(&h, "expired"), Some(2));
+
+    // And a token not valid yet is not cached: it passes later, verified then.
+    let mut c = claims(&h);
+    c["nbf"] = json!(now(&h) + 31);
+    let early = eddsa("ed-1", &c);
+    assert_invalid(&h, &early, "the token is not valid yet");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(bearer(&h, &early).0, Action::Continue);
+    assert_eq!(lookups(&h, "corp", "miss"), Some(4));
+}
+
+#[test]
+fn new_keys_empty_the_cache() {
+    let h = remote("60s");
+    h.tick().expect("first tick");
+    let fetch = h.pending_callouts();
+    h.respond(fetch[0].id, 200, &[], jwks().to_string().as_bytes())
+        .expect("respond");
+    let token = eddsa("ed-1", &claims(&h));
+    let no_kid = jws(&json!({"alg": "EdDSA"}), &claims(&h), |m| {
+        signers().ed.sign(m).to_bytes().to_vec()
+    });
+    for t in [&token, &token, &no_kid, &no_kid] {
+        assert_eq!(bearer(&h, t).0, Action::Continue);
+    }
+    assert_eq!(lookups(&h, "corp", "hit"), Some(2));
+    assert_eq!(lookups(&h, "corp", "miss"), Some(2));
+
+    // The same keys again: the cache is emptied all the same (a refresh is rare; a miss is cheap
+    // next to keeping a token a new set may not vouch for).
+    h.advance(Duration::from_secs(60));
+    h.tick().expect("tick");
+    let refresh = h.pending_callouts();
+    h.respond(refresh[0].id, 200, &[], jwks().to_string().as_bytes())
+        .expect("respond");
+    assert_eq!(bearer(&h, &token).0, Action::Continue);
+    assert_eq!(lookups(&h, "corp", "miss"), Some(3), "verified again");
+
+    // Rotation that keeps the kid but changes the key: the cached tokens were signed by a
+    // key that is gone, and are refused at once.
+    h.advance(Duration::from_secs(60));
+    h.tick().expect("tick");
+    let rotation = h.pending_callouts();
+    let rotated = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let new_set = json!({"keys": [ed_jwk("ed-1", &rotated)]});
+    h.respond(rotation[0].id, 200, &[], new_set.to_string().as_bytes())
+        .expect("respond");
+    assert_eq!(fetches(&h, "ok"), Some(3));
+    assert_invalid(&h, &token, "the token's signature does not verify");
+    assert_invalid(&h, &no_kid, "the token's signature does not verify");
+    let fresh = eddsa_with(&rotated, "ed-1", &claims(&h));
+    assert_eq!(bearer(&h, &fresh).0, Action::Continue);
+    assert_eq!(bearer(&h, &fresh).0, Action::Continue);
+    assert_eq!(
+        lookups(&h, "corp", "hit"),
+        Some(3),
+        "only the new token hit"
+    );
+
+    // A set without the kid at all.
+    h.advance(Duration::from_secs(60));
+    h.tick().expect("tick");
+    let removal = h.pending_callouts();
+    let other = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let new_set = json!({"keys": [ed_jwk("ed-2", &other)]});
+    h.respond(removal[0].id, 200, &[], new_set.to_string().as_bytes())
+        .expect("respond");
+    assert_invalid(&h, &fresh, "the token's key id is unknown");
+    assert_eq!(lookups(&h, "corp", "hit"), Some(3));
+}
+
+#[test]
+fn a_failed_refresh_keeps_the_cache() {
+    let h = remote("60s");
+    h.tick().expect("first tick");
+    let fetch = h.pending_callouts();
+    h.respond(fetch[0].id, 200, &[], jwks().to_string().as_bytes())
+        .expect("respond");
+    let token = eddsa("ed-1", &claims(&h));
+    assert_eq!(bearer(&h, &token).0, Action::Continue);
+    h.advance(Duration::from_secs(60));
+    h.tick().expect("tick");
+    let refresh = h.pending_callouts();
+    h.respond(refresh[0].id, 503, &[], b"").expect("respond");
+    assert_eq!(fetches(&h, "failed"), Some(1));
+    assert_eq!(bearer(&h, &token).0, Action::Continue);
+    assert_eq!(
+        lookups(&h, "corp", "hit"),
+        Some(1),
+        "the keys stayed, and so did the tokens verified with them"
+    );
+}
+
+#[test]
+fn the_cache_keeps_the_most_recently_used_tokens() {
+    let h = corp(r#", "jwt_cache_config": {"jwt_cache_size": 2}"#);
+    let token = |sub: &str| {
+        let mut c = claims(&h);
+        c["sub"] = json!(sub);
+        eddsa("ed-1", &c)
+    };
+    let mut expected = (0, 0);
+    for (step, (sub, hit)) in [
+        ("t1", false),
+        ("t2", false),
+        ("t1", true),  // t1 is now the most recently used
+        ("t3", false), // t2 makes room
+        ("t1", true),
+        ("t2", false), // verified again; t3 makes room
+        ("t1", true),
+        ("t3", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(bearer(&h, &token(sub)).0, Action::Continue);
+        if hit {
+            expected.0 += 1;
+        } else {
+            expected.1 += 1;
+        }
+        let seen = (
+            lookups(&h, "corp", "hit").unwrap_or(0),
+            lookups(&h, "corp", "miss").unwrap_or(0),
+        );
+        assert_eq!(seen, expected, "step {step}: {sub}");
+    }
+}
+
+#[test]
+fn size_zero_turns_the_cache_off_and_long_tokens_are_not_cached() {
+    let h = corp(r#", "jwt_cache_config": {"jwt_cache_size": 0}"#);
+    let token = rs256("rsa-1", &claims(&h));
+    for _ in 0..3 {
+        assert_eq!(bearer(&h, &token).0, Action::Continue);
+    }
+    assert_eq!(
+        h.metric("provider=.=corp;.;jwt_authn_allowed_total"),
+        Some(3)
+    );
+    assert_eq!(lookups(&h, "corp", "hit"), None, "no lookups at all");
+    assert_eq!(lookups(&h, "corp", "miss"), None);
+
+    let h = corp(r#", "jwt_cache_config": {"jwt_max_token_size": 400}"#);
+    let long = rs256("rsa-1", &claims(&h));
+    assert!(
+        long.len() > 400,
+        "an RS256 signature alone is 342 characters"
+    );
+    let short = eddsa(
+        "ed-1",
+        &json!({"iss": ISSUER, "aud": "api", "exp": now(&h) + 60}),
+    );
+    assert!(short.len() <= 400, "{}", short.len());
+    for t in [&long, &long, &short, &short] {
+        assert_eq!(bearer(&h, t).0, Action::Continue);
+    }
+    assert_eq!(lookups(&h, "corp", "miss"), Some(1), "only the short one");
+    assert_eq!(lookups(&h, "corp", "hit"), Some(1));
+}
+
+#[test]
+fn a_forged_token_is_never_served_from_the_cache() {
+    let h =
+        corp(r#", "claim_to_headers": [{"header_name": "x-jwt-claim-sub", "claim_name": "sub"}]"#);
+    let c = claims(&h);
+    let good = rs256("rsa-1", &c);
+    assert_eq!(bearer(&h, &good).0, Action::Continue);
+    assert_eq!(bearer(&h, &good).0, Action::Continue);
+    assert_eq!(lookups(&h, "corp", "hit"), Some(1), "cached");
+
+    let (signed, signature) = good.rsplit_once('.').expect("three parts");
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    bytes[0] ^= 1;
+    let elsewhere = signers().rsa.sign(b"another message").to_vec();
+    let forgeries = [
+        // The cached token's header and claims, one bit of the signature flipped.
+        format!("{signed}.{}", b64(&bytes)),
+        // The same header and claims with the same key's signature of something else.
+        format!("{signed}.{}", b64(&elsewhere)),
+        // The cached signature under the same claims with one more.
+        {
+            let mut more = c.clone();
+            more["admin"] = json!(true);
+            let (header, _) = signed.split_once('.').expect("two parts");
+            format!("{header}.{}.{signature}", b64(more.to_string().as_bytes()))
+        },
+    ];
+    for forged in &forgeries {
+        for _ in 0..2 {
+            assert_invalid(&h, forged, "the token's signature does not verify");
+        }
+    }
+    assert_eq!(
+        lookups(&h, "corp", "miss"),
+        Some(1 + 2 * forgeries.len() as i64),
+        "every forgery looked up, missed and verified in full, every time: none was cached"
+    );
+    assert_eq!(
+        denied(&h, "bad_signature"),
+        Some(2 * forgeries.len() as i64)
+    );
+    // The cached token is untouched by them.
+    let (action, s) = bearer(&h, &good);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        s.request_header("x-jwt-claim-sub").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(lookups(&h, "corp", "hit"), Some(2));
+}
+
+#[test]
+fn each_provider_checks_a_cached_token_against_its_own_issuer_and_audiences() {
+    // Two providers with the same keys: a token cached by one is nothing to the other.
+    let h = load(&format!(
+        r#"{{"providers": {{"api": {}, "web": {{"issuer": "{ISSUER}", "audiences": ["web"], "local_jwks": {}}}}},
+             "rules": [{{"match": {{"prefix": "/api"}}, "requires": ["api"]}},
+                       {{"match": {{"prefix": "/web"}}, "requires": ["web"]}},
+                       {{"match": {{"prefix": "/any"}}, "requires": ["web", "api"]}}],
+             "realm": "api.test"}}"#,
+        provider(""),
+        jwks(),
+    ));
+    let token = eddsa("ed-1", &claims(&h)); // aud: api
+    let auth = format!("Bearer {token}");
+    for _ in 0..2 {
+        assert_eq!(
+            send(&h, "/api", &[("authorization", &auth)]).0,
+            Action::Continue
+        );
+    }
+    assert_eq!(lookups(&h, "api", "hit"), Some(1));
+    for _ in 0..2 {
+        let (action, s) = send(&h, "/web", &[("authorization", &auth)]);
+        assert_eq!(refused(action, &s).0, 401);
+    }
+    assert_eq!(lookups(&h, "web", "miss"), Some(2), "never cached for web");
+    assert_eq!(lookups(&h, "web", "hit"), None);
+    // Where either will do, web refuses it in full and api accepts it from its cache.
+    let (action, s) = send(&h, "/any", &[("authorization", &auth)]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        s.filter_state("wasmesh.jwt.provider").as_deref(),
+        Some(&b"api"[..])
+    );
+    assert_eq!(lookups(&h, "web", "miss"), Some(3));
+    assert_eq!(lookups(&h, "api", "hit"), Some(2));
 }
