@@ -210,13 +210,19 @@ pub fn parse_challenges<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Ch
         let mut rest = value.trim();
         let mut current: Option<Challenge> = None;
         while !rest.is_empty() {
-            rest = rest.trim_start_matches([',', ' ', '\t']);
+            rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
             if rest.is_empty() {
                 break;
             }
             let end = rest
                 .find(|c: char| c == '=' || c == ',' || c.is_whitespace())
                 .unwrap_or(rest.len());
+            if end == 0 {
+                // A stray `=` where a name should be: skip it. (Taking it as an empty scheme
+                // name would consume nothing and loop forever — found by fuzzing.)
+                rest = &rest[1..];
+                continue;
+            }
             let token = &rest[..end];
             let after = rest[end..].trim_start_matches([' ', '\t']);
             if let Some(v) = after.strip_prefix('=').filter(|_| current.is_some()) {
@@ -401,6 +407,15 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[1].params["realm"], "a\"b");
         assert!(parse_challenges([""]).is_empty());
+    }
+
+    /// Found by fuzzing: a `=` where a scheme or parameter name belongs (after a vertical tab,
+    /// at the start) made the parser loop forever, growing its list until memory ran out.
+    #[test]
+    fn a_stray_equals_sign_ends() {
+        let c = parse_challenges(["Bearer realm=\"https://r/t\"\u{b}=x", "=", "==,= Basic"]);
+        assert_eq!(c.first().map(|c| c.params["realm"].as_str()), Some("https://r/t"));
+        assert_eq!(c.last().map(|c| c.scheme.as_str()), Some("basic"), "{c:?}");
     }
 
     #[test]
