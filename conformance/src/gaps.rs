@@ -49,21 +49,6 @@ pub const GAPS: &[Gap] = &[
                  cpp-host keep the root context pending until the plugin calls proxy_done",
     },
     Gap {
-        check: "lifecycle.on_log_request_header",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "the proxy moves each filter's header maps on (proxy/src/filter/mod.rs takes \
-                 them out of the stream), so proxy_on_log finds the request headers empty; the \
-                 spec lets filters read them in proxy_on_log (host-abi alone keeps them)",
-    },
-    Gap {
-        check: "lifecycle.on_log_response_status",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "as for the request headers: proxy_on_log finds the response headers empty in \
-                 the proxy",
-    },
-    Gap {
         check: "local.close_stream_outcome",
         scope: Scope::Only(Env::Proxy),
         kind: GapKind::Fail,
@@ -77,27 +62,6 @@ pub const GAPS: &[Gap] = &[
         kind: GapKind::NotSupported,
         reason: "the proxy does not offer Envoy's map attributes request.headers / \
                  response.headers (filters read headers through the header-map functions)",
-    },
-    Gap {
-        check: "prop.response.code",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "the proxy records response.code, upstream.address and upstream.port only after \
-                 the response-header filters ran (forward.rs record_response), so they are \
-                 NOT_FOUND in proxy_on_response_headers, where Envoy has them; in proxy_on_log \
-                 they are there",
-    },
-    Gap {
-        check: "prop.upstream.address",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "recorded only after the response-header filters ran: see prop.response.code",
-    },
-    Gap {
-        check: "prop.upstream.port",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "recorded only after the response-header filters ran: see prop.response.code",
     },
 ];
 

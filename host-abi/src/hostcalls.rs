@@ -17,7 +17,7 @@ use crate::headers::{self, HeaderMap};
 use crate::limits;
 use crate::shared::QueueOwner;
 use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
-use crate::stream::LocalResponse;
+use crate::stream::{LocalResponse, LoggedHeaders};
 
 type R = wasmtime::Result<i32>;
 
@@ -65,6 +65,28 @@ fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i3
         4..=7 => None,
         _ => return Err(status::BAD_ARGUMENT),
     })
+}
+
+/// In a stream's `proxy_on_log` (and `on_done`, `on_delete`), fetches a request or response
+/// header map back from the embedder if it moved the map on and left the stream's empty (see
+/// `StreamEnv::logged_headers`); once per map, and only when a filter reads it.
+fn fill_logged(state: &mut HostState, map_type: i32) {
+    if !state.logging {
+        return;
+    }
+    let Some(stream) = state.stream.as_mut() else {
+        return;
+    };
+    let (map, which) = match map_type {
+        map::HTTP_REQUEST_HEADERS => (&mut stream.request_headers, LoggedHeaders::Request),
+        map::HTTP_RESPONSE_HEADERS => (&mut stream.response_headers, LoggedHeaders::Response),
+        _ => return,
+    };
+    if map.is_empty()
+        && let Some(logged) = stream.env.logged_headers(which)
+    {
+        *map = logged;
+    }
 }
 
 fn header_map_mut(state: &mut HostState, map_type: i32) -> Result<Option<&mut HeaderMap>, i32> {
@@ -354,6 +376,7 @@ pub(crate) fn link(
         provided,
         "proxy_get_header_map_size",
         |mut c: Ctx<'_>, ty: i32, out: i32| -> R {
+            fill_logged(c.data_mut(), ty);
             let size = match tri!(header_map(c.data(), ty)) {
                 Some(m) => headers::serialize(m).len(),
                 None => 4,
@@ -367,6 +390,7 @@ pub(crate) fn link(
         provided,
         "proxy_get_header_map_pairs",
         |mut c: Ctx<'_>, ty: i32, ptr_out: i32, len_out: i32| -> R {
+            fill_logged(c.data_mut(), ty);
             let bytes = match tri!(header_map(c.data(), ty)) {
                 Some(m) => headers::serialize(m),
                 None => headers::serialize(&[]),
@@ -402,6 +426,7 @@ pub(crate) fn link(
         "proxy_get_header_map_value",
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            fill_logged(c.data_mut(), ty);
             let value = match tri!(header_map(c.data(), ty)) {
                 Some(m) => m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
                 None => None,

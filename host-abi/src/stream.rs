@@ -23,6 +23,22 @@ pub trait StreamEnv: Send + Sync {
     fn filter_state(&self) -> Option<&crate::FilterState> {
         None
     }
+
+    /// The request's or response's headers as they finally went out, for a filter reading
+    /// them in `proxy_on_log` (as Envoy allows). An embedder that moves each filter's header
+    /// maps on to the next filter, the upstream or the client keeps the final ones here; the
+    /// host asks only when a filter reads a map that is empty then, so a filter that does not
+    /// log headers costs no copy. `None` (the default): the stream's own maps are all there is.
+    fn logged_headers(&self, _which: LoggedHeaders) -> Option<crate::HeaderMap> {
+        None
+    }
+}
+
+/// Which headers [`StreamEnv::logged_headers`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggedHeaders {
+    Request,
+    Response,
 }
 
 /// `proxy_peer_type_t`: who closed a TCP connection.

@@ -173,6 +173,43 @@ impl http_body::Body for IdleLimited {
     }
 }
 
+/// `first`'s frames, then `rest`'s: a body whose beginning was already read.
+pub fn prefixed(first: ProxyBody, rest: ProxyBody) -> ProxyBody {
+    Prefixed {
+        first: Some(first),
+        rest,
+    }
+    .boxed_unsync()
+}
+
+struct Prefixed {
+    first: Option<ProxyBody>,
+    rest: ProxyBody,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.as_mut() {
+            match std::task::ready!(Pin::new(first).poll_frame(cx)) {
+                Some(frame) => return Poll::Ready(Some(frame)),
+                None => this.first = None,
+            }
+        }
+        Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.as_ref().is_none_or(|f| f.is_end_stream()) && self.rest.is_end_stream()
+    }
+}
+
 /// A downstream or upstream hyper body, boxed.
 pub fn incoming(body: hyper::body::Incoming) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()

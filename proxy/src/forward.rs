@@ -192,6 +192,7 @@ async fn route_and_forward(
         {
             Phase::Continue => {}
             Phase::Respond(local) => {
+                env.keep_request_headers(pairs);
                 let local = Reply::local(local_response(local));
                 let response =
                     respond(local, streams, Some(&env), route.timeout, &route.name).await;
@@ -199,6 +200,7 @@ async fn route_and_forward(
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
+                env.keep_request_headers(pairs);
                 tracing::warn!(route = %route.name, error = %message, "filter failed; answering 503 (fail_closed)");
                 let failed = Reply::local(local_reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -231,6 +233,7 @@ async fn route_and_forward(
             }
             authority = new_authority.clone();
         }
+        env.keep_request_headers(pairs);
         if filter::route_cache_cleared(&streams) {
             match table.select(&authority, parts.uri.path(), &parts.headers) {
                 Some(again) => {
@@ -265,6 +268,12 @@ async fn route_and_forward(
     let timeout = hints.timeout.unwrap_or(route.timeout);
     // A filter answering from a request body or trailers callback leaves its answer here.
     let answered = filter::body::Answer::default();
+    // Whether the body is small enough to keep for retries, judged before filters (which hide
+    // the length, as they may change it) take it.
+    let small = incoming
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
     let incoming = if streams.is_empty() || incoming.is_end_stream() {
         limit(body::incoming(incoming))
     } else {
@@ -279,7 +288,7 @@ async fn route_and_forward(
         )
     };
     let version = parts.version;
-    let body = match RequestBody::new(incoming, &parts.headers, policy.is_some()).await {
+    let body = match RequestBody::new(incoming, &parts.headers, policy.is_some() && small).await {
         Ok(body) => body,
         Err(_) if watch.too_large() => {
             let reply = Reply::local(payload_too_large(version));
@@ -293,7 +302,24 @@ async fn route_and_forward(
             .await;
             return (route_name, response);
         }
-        Err(status) => return (route_name, local_reply(status, "request body")),
+        Err(status) => {
+            // Kept for retries, the body went through the filters before anything was sent:
+            // a filter that answered from a body callback cut it short, and its answer stands.
+            let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(local) = local else {
+                return (route_name, local_reply(status, "request body"));
+            };
+            let reply = Reply::local(local_response(local));
+            let response = respond(
+                reply,
+                streams,
+                attributes.as_ref(),
+                route.timeout,
+                &route_name,
+            )
+            .await;
+            return (route_name, response);
+        }
     };
     let path = parts
         .uri
@@ -370,6 +396,9 @@ enum RequestBody {
 }
 
 impl RequestBody {
+    /// `want_replay`: a retry policy applies and the body was declared small (at most
+    /// `RETRY_BUFFER_LIMIT`). Such a body is kept for retries; should it turn out longer (a
+    /// filter grew it), what was read goes out first and the rest streams, once.
     async fn new(
         incoming: ProxyBody,
         headers: &HeaderMap,
@@ -378,14 +407,10 @@ impl RequestBody {
         if incoming.is_end_stream() {
             return Ok(RequestBody::Replayable(Bytes::new()));
         }
-        let small = incoming
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
         // Trailers must survive the trip, so a body that may carry them is never buffered.
         let may_have_trailers =
             headers.contains_key(header::TE) || headers.contains_key(header::TRAILER);
-        if want_replay && small && !may_have_trailers {
+        if want_replay && !may_have_trailers {
             let mut incoming = incoming;
             let mut buffered = bytes::BytesMut::new();
             while let Some(frame) = incoming.frame().await {
@@ -393,7 +418,8 @@ impl RequestBody {
                 if let Ok(data) = frame.into_data() {
                     buffered.extend_from_slice(&data);
                     if buffered.len() as u64 > RETRY_BUFFER_LIMIT {
-                        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                        let read = body::full(buffered.freeze());
+                        return Ok(RequestBody::Streaming(Some(body::prefixed(read, incoming))));
                     }
                 }
             }
@@ -962,6 +988,15 @@ async fn respond(
     if streams.is_empty() {
         return response;
     }
+    // What the upstream answered is there for the response callbacks (response.code,
+    // upstream.address), as in Envoy; what the client gets is recorded again below for on_log.
+    if let Some(attributes) = attributes {
+        attributes.record_response(
+            response.status().as_u16(),
+            reply.flags,
+            reply.upstream.clone(),
+        );
+    }
     let mut pairs = filter::response_pairs(response.status(), response.headers());
     let end_of_stream = response.body().is_end_stream();
     match filter::response_headers(&streams, &mut pairs, end_of_stream, pause_limit).await {
@@ -973,6 +1008,9 @@ async fn respond(
                 .and_then(|s| StatusCode::from_u16(s).ok())
             {
                 *response.status_mut() = status;
+            }
+            if let Some(attributes) = attributes {
+                attributes.keep_response_headers(pairs);
             }
             if !end_of_stream {
                 // Filters may change the body's length, so it goes out chunked.

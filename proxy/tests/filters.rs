@@ -683,3 +683,51 @@ async fn a_filter_answers_from_the_request_body() {
         assert_eq!(&upstream.last_seen().body[..], b"kind words");
     }
 }
+
+/// A small request body that went through a filter is still kept for retries: its request is
+/// retried on another endpoint when the first refuses the connection, with the body intact.
+/// A filter answering from that body still has its answer reach the client.
+#[tokio::test]
+async fn a_filtered_request_body_is_retried_and_a_body_answer_still_stands() {
+    let upstream = Upstream::named("alpha").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let route = "            filter_chain: probe\n            retry_policy:\n              retry_on: [connect-failure]\n              num_retries: 2\n              base_interval: 1ms\n";
+    let base = simple_config("", &[dead, upstream.addr], route);
+    let config = format!(
+        r#"{base}
+filter_chains:
+  - name: probe
+    plugins:
+      - name: probe
+        source: "file://{wasm}"
+        vm_id: probe
+"#,
+        wasm = wasmesh_test_programs::PROBE_WASM,
+    );
+    let proxy = Proxy::start(&config);
+    for i in 0..6 {
+        let body = format!("request body {i}");
+        let mut post = request("POST", "/in", &[]);
+        *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from(body.clone()));
+        let got = send(proxy.addr("main"), post, i % 2 == 1).await;
+        assert_eq!(got.status, StatusCode::OK, "request {i}: {:?}", got.text());
+        assert_eq!(&upstream.last_seen().body[..], body.as_bytes());
+    }
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    assert!(
+        metric(
+            &stats,
+            "wasmesh_upstream_retries_total{cluster=\"backend\"}"
+        ) >= 1.0,
+        "no retry happened:\n{stats}"
+    );
+
+    let mut denied = request("POST", "/in", &[("x-probe-body-deny", "forbidden")]);
+    *denied.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"forbidden"));
+    let got = send(proxy.addr("main"), denied, false).await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_eq!(got.text(), "body denied");
+}

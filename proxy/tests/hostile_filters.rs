@@ -188,13 +188,6 @@ async fn exchange(addr: SocketAddr, path: &str, words: &str) -> Outcome {
 }
 
 /// The value of one Prometheus sample (`name{labels}`), 0 when absent.
-fn metric(stats: &str, sample: &str) -> f64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn failures(admin: SocketAddr, plugin: &str, kind: &str) -> f64 {
     metric(
         &get_admin_text(admin, "/stats"),

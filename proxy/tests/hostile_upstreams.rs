@@ -142,6 +142,7 @@ async fn a_failing_endpoint_next_to_a_good_one_barely_hurts_and_nothing_hangs() 
                 ok += 1;
             }
         }
+        eprintln!("{fault:?}: {ok} of {REQUESTS} requests succeeded");
         // Each request that meets the bad endpoint is retried on the good one (round robin),
         // and the bad one is soon ejected: all succeed; allow a little for what cannot be
         // retried.

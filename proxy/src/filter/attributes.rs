@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wasmesh_host::{FilterState, StreamEnv};
+use wasmesh_host::{FilterState, HeaderMap, LoggedHeaders, StreamEnv};
 
 use crate::tls::identity::TlsInfo;
 
@@ -40,6 +40,15 @@ pub struct RequestAttributes {
     response: Mutex<ResponseFacts>,
     /// What the request's filters set for each other (and for the router: `RouterHints`).
     pub filter_state: FilterState,
+    /// The request's and response's headers as they finally went out, for filters that read
+    /// them in `on_log` (each filter's own maps are moved on to the next).
+    logged: Mutex<Logged>,
+}
+
+#[derive(Default)]
+struct Logged {
+    request: Option<HeaderMap>,
+    response: Option<HeaderMap>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +121,24 @@ impl RequestAttributes {
             response_bytes: AtomicU64::new(0),
             response: Mutex::new(ResponseFacts::default()),
             filter_state: FilterState::new(),
+            logged: Mutex::new(Logged::default()),
         }
+    }
+
+    /// Keeps the request headers as the filters left them, for `on_log` (moved, not copied).
+    pub fn keep_request_headers(&self, headers: HeaderMap) {
+        self.logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request = Some(headers);
+    }
+
+    /// Keeps the response headers as the filters left them, for `on_log`.
+    pub fn keep_response_headers(&self, headers: HeaderMap) {
+        self.logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .response = Some(headers);
     }
 
     /// Records the response about to go downstream: its status, Envoy's response flags (why
@@ -206,6 +232,14 @@ impl StreamEnv for RequestAttributes {
 
     fn filter_state(&self) -> Option<&FilterState> {
         Some(&self.filter_state)
+    }
+
+    fn logged_headers(&self, which: LoggedHeaders) -> Option<HeaderMap> {
+        let logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        match which {
+            LoggedHeaders::Request => logged.request.clone(),
+            LoggedHeaders::Response => logged.response.clone(),
+        }
     }
 }
 

@@ -349,6 +349,14 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Fu
     builder.body(Full::new(Bytes::new())).expect("request")
 }
 
+/// The value of one Prometheus `sample` (name with labels, as printed) in `stats`; 0 if absent.
+pub fn metric(stats: &str, sample: &str) -> f64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn get_admin_text(admin: SocketAddr, path: &str) -> String {
     // A blocking helper usable from sync and async tests alike.
     use std::io::{Read, Write};
