@@ -10,6 +10,11 @@ use crate::config::OutlierDetection;
 /// Envoy's `max_ejection_time` default: ejections never last longer than this.
 const MAX_EJECTION: Duration = Duration::from_secs(300);
 
+/// Envoy's default detection `interval`: each one an endpoint spends back in service takes
+/// one off its ejection count, so an endpoint that failed long ago is not ejected for longer
+/// and longer whenever it fails again.
+const DECAY_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How one attempt on an endpoint went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,6 +76,11 @@ impl OutlierDetector {
             return None;
         }
         let mut state = endpoint.outlier();
+        if let Some(until) = state.ejected_until {
+            let back = now.saturating_duration_since(until);
+            let intervals = (back.as_secs() / DECAY_INTERVAL.as_secs()).min(u64::from(u32::MAX));
+            state.times_ejected = state.times_ejected.saturating_sub(intervals as u32);
+        }
         state.times_ejected += 1;
         let duration = self
             .cfg
@@ -164,13 +174,38 @@ mod tests {
         let mut now = Instant::now();
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(
-                d.observe(&all[0], &all, Outcome::ServerError, now)
-                    .expect("ejected"),
-            );
-            now += Duration::from_secs(100);
+            let ejected = d
+                .observe(&all[0], &all, Outcome::ServerError, now)
+                .expect("ejected");
+            got.push(ejected);
+            // Failing again as soon as it is back.
+            now += ejected;
         }
         assert_eq!(got, [10, 20, 30].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn time_back_in_service_shrinks_the_back_off() {
+        let d = detector(1);
+        let all = eps(2);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            now += d
+                .observe(&all[0], &all, Outcome::ServerError, now)
+                .expect("ejected");
+        }
+        // Back for 25 s: two intervals of 10 s take two ejections off the three.
+        now += Duration::from_secs(25);
+        assert_eq!(
+            d.observe(&all[0], &all, Outcome::ServerError, now),
+            Some(Duration::from_secs(20))
+        );
+        // Long healthy: back to the base time.
+        now += Duration::from_secs(20 + 600);
+        assert_eq!(
+            d.observe(&all[0], &all, Outcome::ServerError, now),
+            Some(Duration::from_secs(10))
+        );
     }
 
     #[test]
