@@ -113,7 +113,7 @@ impl std::fmt::Display for LogLevel {
 }
 
 /// `proxy_metric_type_t`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricType {
     Counter,
     Gauge,

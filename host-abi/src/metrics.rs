@@ -7,6 +7,7 @@
 //! Prometheus labels: `wasmesh_filter_requests_total{plugin="…",route="users"}`. (The SDK's
 //! metric helpers build names this way.)
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::abi::{MetricType, status};
@@ -29,6 +30,8 @@ struct Metric {
 pub struct PluginMetrics {
     plugin: String,
     metrics: Mutex<Vec<Metric>>,
+    /// (name, kind) → id, so a definition costs one lookup however many there are.
+    ids: Mutex<HashMap<(String, MetricType), u32>>,
     pub(crate) log_budget: LogBudget,
 }
 
@@ -76,6 +79,7 @@ impl PluginMetrics {
         PluginMetrics {
             plugin: plugin.to_string(),
             metrics: Mutex::new(Vec::new()),
+            ids: Mutex::new(HashMap::new()),
             log_budget: LogBudget::default(),
         }
     }
@@ -83,13 +87,11 @@ impl PluginMetrics {
     /// The id of the metric `name` of `kind`, defining it if new; `None` when the plugin has
     /// defined all it may.
     pub fn define(&self, kind: MetricType, name: &str) -> Option<u32> {
-        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = metrics
-            .iter()
-            .position(|m| m.name == name && m.kind == kind)
-        {
-            return Some(i as u32 + 1);
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.get(&(name.to_string(), kind)) {
+            return Some(*id);
         }
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         if metrics.len() >= MAX_METRICS {
             return None;
         }
@@ -106,7 +108,9 @@ impl PluginMetrics {
             kind,
             value: 0,
         });
-        Some(metrics.len() as u32)
+        let id = metrics.len() as u32;
+        ids.insert((name.to_string(), kind), id);
+        Some(id)
     }
 
     pub fn increment(&self, id: u32, delta: i64) -> i32 {

@@ -848,18 +848,21 @@ impl Plugin {
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 interval.tick().await;
                 loop {
+                    // A new period (0: stop) wins over a tick that is also due, so no tick
+                    // comes after the filter stopped the timer.
                     tokio::select! {
-                        _ = interval.tick() => {
-                            let Some(plugin) = weak.upgrade() else { return };
-                            if !plugin.root_callback(index, generation, "proxy_on_tick", None) {
-                                return;
-                            }
-                        }
+                        biased;
                         changed = periods.changed() => {
                             if changed.is_err() {
                                 return;
                             }
                             break;
+                        }
+                        _ = interval.tick() => {
+                            let Some(plugin) = weak.upgrade() else { return };
+                            if !plugin.root_callback(index, generation, "proxy_on_tick", None) {
+                                return;
+                            }
                         }
                     }
                 }
