@@ -20,7 +20,7 @@ filter_chains:
         config: "from-config"
         vm_id: probe
         failure_policy: {failure_policy}
-        deadline: 50ms
+        deadline: 1s
         memory_limit: 16777216
 {extra}"#,
         wasm = wasmesh_test_programs::PROBE_WASM,
@@ -93,9 +93,11 @@ filter_chains:
       - name: decorate
         source: "file://{headers}"
         config: {{ response: {{ set: {{ x-decorated: "yes" }} }} }}
+        deadline: 1s
       - name: probe
         source: "file://{probe}"
         vm_id: probe
+        deadline: 1s
 "#,
         headers = wasmesh_test_programs::HEADERS_WASM,
         probe = wasmesh_test_programs::PROBE_WASM,
@@ -168,9 +170,11 @@ filter_chains:
       - name: first
         source: "file://{probe}"
         vm_id: first
+        deadline: 1s
       - name: second
         source: "file://{probe}"
         vm_id: second
+        deadline: 1s
 "#,
         probe = wasmesh_test_programs::PROBE_WASM,
     );
@@ -704,6 +708,7 @@ filter_chains:
       - name: probe
         source: "file://{wasm}"
         vm_id: probe
+        deadline: 1s
 "#,
         wasm = wasmesh_test_programs::PROBE_WASM,
     );

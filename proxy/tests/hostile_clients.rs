@@ -606,10 +606,11 @@ async fn connection_and_request_limits_shed_load() {
         }
     })
     .await;
-    let proxy = start(
-        upstream.addr,
-        "    max_connections: 3\n    max_requests: 1\n",
-    );
+    // A long header read timeout: the idle connections below must not be closed by it.
+    let proxy = Proxy::start(&simple_config("", &[upstream.addr], "").replace(
+        "    header_read_timeout: 1s\n",
+        "    header_read_timeout: 30s\n    max_connections: 3\n    max_requests: 1\n",
+    ));
     let (addr, admin) = (proxy.addr("main"), proxy.admin.expect("admin"));
 
     // One request in flight takes the only request slot: the next is shed with a reason.
@@ -624,7 +625,20 @@ async fn connection_and_request_limits_shed_load() {
     release.notify_one();
     assert_eq!(held.await.expect("held").status, StatusCode::OK);
 
-    // Three connections open and idle: a fourth is closed at once.
+    // Three connections open and idle: a fourth is closed at once. (First every connection
+    // above must have given its slot back.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(
+        &get_admin_text(admin, "/stats"),
+        "wasmesh_downstream_connections{listener=\"main\"}",
+    ) > 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut idle = Vec::new();
     for _ in 0..3 {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");

@@ -19,7 +19,7 @@ use support::*;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Every exchange ends well within this, or the proxy hung.
-const HANG: Duration = Duration::from_secs(30);
+const HANG: Duration = Duration::from_secs(90);
 
 fn config(backend: SocketAddr, trailers: SocketAddr, policy: &str, extra_config: &str) -> String {
     format!(
@@ -47,6 +47,7 @@ routes:
           - name: flood
             match: {{ prefix: "/flood" }}
             cluster: backend
+            timeout: 60s
             filter_chain: flood
           - name: plain
             match: {{ prefix: "/" }}
@@ -73,7 +74,7 @@ filter_chains:
         source: "file://{wasm}"
         vm_id: flood
         failure_policy: fail_closed
-        deadline: 20s
+        deadline: 60s
         memory_limit: 33554432
 admin:
   address: "127.0.0.1:0"

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The route timeout the fault tests configure, and how much longer than it a request may
 /// take before the test calls it a hang.
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANG_MARGIN: Duration = Duration::from_secs(10);
 
 /// How a bad upstream misbehaves, per connection.
@@ -92,7 +92,7 @@ fn cluster_with_defences() -> &'static str {
 
 fn route_with_retries() -> String {
     format!(
-        "            timeout: {}s\n            retry_policy:\n              retry_on: [connect-failure, reset, 5xx, gateway-error]\n              num_retries: 2\n              per_try_timeout: 500ms\n              base_interval: 1ms\n",
+        "            timeout: {}s\n            retry_policy:\n              retry_on: [connect-failure, reset, 5xx, gateway-error]\n              num_retries: 2\n              per_try_timeout: 1s\n              base_interval: 1ms\n",
         ROUTE_TIMEOUT.as_secs()
     )
 }

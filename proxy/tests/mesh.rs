@@ -194,7 +194,7 @@ fn claims(sub: &str, groups: &[&str]) -> Value {
 
 fn plugin(name: &str, filter: &str, config: &Value) -> String {
     format!(
-        "      - name: {name}\n        source: \"file://{}\"\n        config: {config}\n",
+        "      - name: {name}\n        source: \"file://{}\"\n        deadline: 1s\n        config: {config}\n",
         wasmesh_test_programs::filter(filter)
     )
 }

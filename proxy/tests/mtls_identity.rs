@@ -148,6 +148,7 @@ filter_chains:
     plugins:
       - name: rbac
         source: "file://{wasm}"
+        deadline: 1s
         config:
           action: ALLOW
           policies:

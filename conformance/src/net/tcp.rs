@@ -40,10 +40,14 @@ impl Echo {
                 tokio::spawn(async move {
                     let mut all = Vec::new();
                     if tcp.read_to_end(&mut all).await.is_ok() {
+                        // Recorded before the echo, so a client that has its answer finds it.
+                        recorded
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(all.clone());
                         let _ = tcp.write_all(&all).await;
                     }
                     let _ = tcp.shutdown().await;
-                    recorded.lock().unwrap_or_else(|e| e.into_inner()).push(all);
                 });
             }
         });

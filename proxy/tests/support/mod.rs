@@ -60,7 +60,7 @@ impl Proxy {
         let mut listeners = HashMap::new();
         let mut admin = None;
         loop {
-            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            let line = match rx.recv_timeout(Duration::from_secs(180)) {
                 Ok(line) => line,
                 Err(_) => {
                     let status = child.try_wait().ok().flatten();
@@ -662,7 +662,7 @@ impl Proxy {
         let mut listeners = HashMap::new();
         let mut admin = None;
         loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(180)) else {
                 let status = child.try_wait().ok().flatten();
                 panic!("wasmesh did not report ready (exit status: {status:?})");
             };
