@@ -414,7 +414,10 @@ mod tests {
     #[test]
     fn a_stray_equals_sign_ends() {
         let c = parse_challenges(["Bearer realm=\"https://r/t\"\u{b}=x", "=", "==,= Basic"]);
-        assert_eq!(c.first().map(|c| c.params["realm"].as_str()), Some("https://r/t"));
+        assert_eq!(
+            c.first().map(|c| c.params["realm"].as_str()),
+            Some("https://r/t")
+        );
         assert_eq!(c.last().map(|c| c.scheme.as_str()), Some("basic"), "{c:?}");
     }
 
