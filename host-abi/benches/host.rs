@@ -8,6 +8,10 @@
 //! - `replica/instantiate`: one VM replica built from a compiled module (instantiate, WASI
 //!   start, `on_vm_start`, `on_configure`): what a reload or a crashed replica costs.
 //! - memory per replica: resident memory grown by building replicas, printed once.
+//! - `stock/<filter>`: one request through each stock filter alone, configured as in its
+//!   README (jwt-authn verifying an EdDSA token a client resends, so its cache answers; rbac
+//!   matching a policy; ratelimit taking a token) — the per-request cost of each, to compare
+//!   with `request/0 filters`.
 //!
 //! Run with `cargo bench -p wasmesh-host --bench host`.
 
@@ -67,7 +71,17 @@ fn response_headers() -> Vec<(String, Vec<u8>)> {
 
 /// One request's header phases through `chain`, as the proxy runs them.
 fn one_request(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>) {
+    request_with(chain, env, &[]);
+}
+
+/// One request with `extra` request headers (a token, say) through `chain`.
+fn request_with(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>, extra: &[(&str, &str)]) {
     let mut headers = request_headers();
+    headers.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+    );
     let mut streams: Vec<HttpStream> = Vec::with_capacity(chain.len());
     for plugin in chain {
         let mut stream = plugin.http_stream(env.clone()).expect("stream");
@@ -84,6 +98,101 @@ fn one_request(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>) {
     }
     std::hint::black_box(&headers);
     drop(streams);
+}
+
+/// An EdDSA-signed JWT and the JWKS that verifies it, from a fixed key.
+fn jwt() -> (String, String) {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let header = b64(br#"{"alg":"EdDSA","typ":"JWT","kid":"bench"}"#);
+    let claims =
+        b64(br#"{"iss":"https://issuer.bench","aud":"bench","sub":"user-42","exp":4102444800}"#);
+    let signed = format!("{header}.{claims}");
+    let signature = b64(&key.sign(signed.as_bytes()).to_bytes());
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"bench","x":"{}"}}]}}"#,
+        b64(key.verifying_key().as_bytes())
+    );
+    (format!("{signed}.{signature}"), jwks)
+}
+
+/// A stock filter's name, its configuration, and request headers it wants.
+type Stock = (&'static str, String, Vec<(&'static str, String)>);
+
+/// Each stock filter, configured as its README shows.
+fn stock_filters() -> Vec<Stock> {
+    let (token, jwks) = jwt();
+    vec![
+        ("headers", CONFIG.to_string(), vec![]),
+        (
+            "ratelimit",
+            r#"{"rules": [{"name": "per-key", "key": {"type": "header", "name": "x-api-key"},
+                "bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000, "fill_interval": "1s"}}]}"#
+                .to_string(),
+            vec![("x-api-key", "k1".to_string())],
+        ),
+        (
+            "jwt-authn",
+            format!(
+                r#"{{"providers": {{"bench": {{"issuer": "https://issuer.bench", "audiences": ["bench"],
+                    "local_jwks": {jwks}, "claim_to_headers": [{{"header_name": "x-jwt-sub", "claim_name": "sub"}}]}}}},
+                    "rules": [{{"match": {{"prefix": "/"}}, "requires": ["bench"]}}]}}"#
+            ),
+            vec![("authorization", format!("Bearer {token}"))],
+        ),
+        (
+            "rbac",
+            r#"{"action": "ALLOW", "policies": {"api-reads": {
+                "permissions": [{"and": [{"method": "GET"}, {"path": {"prefix": "/api/"}}]}],
+                "principals": [{"any": true}]}}}"#
+                .to_string(),
+            vec![],
+        ),
+        (
+            "cors",
+            r#"{"allow_origins": ["https://app.example.com", "https://*.example.com"],
+                "allow_methods": ["GET", "POST"], "allow_headers": ["content-type"],
+                "expose_headers": ["x-request-id"], "max_age": 600}"#
+                .to_string(),
+            vec![("origin", "https://app.example.com".to_string())],
+        ),
+        (
+            "fault",
+            r#"{"abort": {"http_status": 503, "percentage": 0}}"#.to_string(),
+            vec![],
+        ),
+        (
+            "traffic-split",
+            r#"{"header": "x-route-variant", "variants": [{"name": "stable", "weight": 90},
+                {"name": "canary", "weight": 10}]}"#
+                .to_string(),
+            vec![],
+        ),
+        (
+            "retry-hints",
+            r#"{"trusted_cidrs": ["10.0.0.0/8"], "max_retries_cap": 3}"#.to_string(),
+            vec![],
+        ),
+        (
+            "access-log",
+            r#"{"fields": ["start_time", "method", "path", "response_code", "duration", "request_id"]}"#
+                .to_string(),
+            vec![],
+        ),
+        (
+            "metrics",
+            r#"{"labels": ["route", "method", "code"]}"#.to_string(),
+            vec![],
+        ),
+        (
+            "tracing",
+            r#"{"collector": {"cluster": "otel"}, "service_name": "bench", "sampling_ratio": 1.0}"#
+                .to_string(),
+            vec![],
+        ),
+    ]
 }
 
 fn resident_bytes() -> Option<u64> {
@@ -109,6 +218,40 @@ fn benches(c: &mut Criterion) {
         group.bench_function(format!("{n} filters"), |b| {
             b.iter(|| one_request(&chain, &env))
         });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("stock");
+    for (name, config, extra) in stock_filters() {
+        let Some(path) = wasmesh_test_programs::try_filter(name) else {
+            continue;
+        };
+        let wasm = std::fs::read(path).expect("stock filter");
+        let module = host.compile(name, &wasm).expect("compile");
+        let mut plugin = plugin_config(name, 1);
+        plugin.plugin_config = config.into_bytes();
+        let chain = vec![
+            host.load_compiled(plugin, &module)
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        ];
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // A filter that refused the request (a 401, a 403) would be measured on a shorter path.
+        let mut stream = chain[0].http_stream(env.clone()).expect("stream");
+        stream.data.request_headers = request_headers();
+        stream.data.request_headers.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+        );
+        stream.on_request_headers(true).expect("request headers");
+        if let Some(answer) = stream.take_local_response() {
+            panic!(
+                "{name} answered {} itself: {}",
+                answer.status, answer.details
+            );
+        }
+        drop(stream);
+        group.bench_function(name, |b| b.iter(|| request_with(&chain, &env, &extra)));
     }
     group.finish();
 
