@@ -8,6 +8,8 @@
 //! - [`headers`]: case-insensitive header access, several values, typed values, `:path` split
 //!   into path and query, `host:port` split;
 //! - [`router`]: local responses by method and exact or prefix path;
+//! - [`duration`]: durations in a configuration written as the proxy writes its own (`250ms`,
+//!   `1m30s`), for serde;
 //! - [`metrics`]: counters, gauges and histograms defined once, lazily, with labels flattened
 //!   into the name the way Envoy's tag extraction (and wasmesh's `/stats`) expects — as
 //!   statics, or built from the configuration at run time;
@@ -97,6 +99,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod duration;
 pub mod headers;
 pub mod metrics;
 pub mod properties;

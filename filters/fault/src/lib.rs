@@ -22,11 +22,11 @@
 //! after the delay. The full reference is the crate's `README.md`.
 //!
 //! Modules: [`config`] (schema and checks), [`decide`] (which fault a request gets),
-//! [`duration`] (`"1s"`-style durations).
+//! [`duration`] (`"1s"`-style durations, from the SDK).
 
 pub mod config;
 pub mod decide;
-pub mod duration;
+pub use wasmesh_sdk::duration;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -25,11 +25,11 @@
 //!
 //! Modules: [`config`] (schema and checks), [`rules`] (matching, keys), [`bucket`] (token
 //! buckets over compare-and-swap), [`service`] (the rate-limit service's JSON),
-//! [`duration`] (`"1s"`-style durations).
+//! [`duration`] (`"1s"`-style durations, from the SDK).
 
 pub mod bucket;
 pub mod config;
-pub mod duration;
+pub use wasmesh_sdk::duration;
 pub mod rules;
 pub mod service;
 
