@@ -53,21 +53,29 @@ fn watches(snapshot: &Snapshot) -> Vec<Watch> {
 
 pub(crate) async fn run(control: Weak<Control>) {
     let mut checked: HashMap<String, Instant> = HashMap::new();
+    let Some((mut swapped, mut tick)) = control
+        .upgrade()
+        .map(|c| (c.swapped.subscribe(), tick(&watches(&c.snapshot.load()))))
+    else {
+        return;
+    };
     loop {
-        let watches = match control.upgrade() {
-            Some(c) => watches(&c.snapshot.load()),
-            None => return,
-        };
-        let tick = watches
-            .iter()
-            .map(|w| w.interval)
-            .min()
-            .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK);
-        tokio::time::sleep(tick).await;
+        // A swap may bring new watches: a tag followed from now on is checked at once, not
+        // after up to IDLE_TICK. (Watches checked lately still wait for their interval.)
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            changed = swapped.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        swapped.borrow_and_update();
         let Some(control) = control.upgrade() else {
             return;
         };
+        let watches = watches(&control.snapshot.load());
+        tick = self::tick(&watches);
         checked.retain(|key, _| watches.iter().any(|w| &w.key == key));
         let now = Instant::now();
         for watch in watches {
@@ -85,6 +93,16 @@ pub(crate) async fn run(control: Weak<Control>) {
             }
         }
     }
+}
+
+/// How long to sleep between looks: the shortest poll interval, at most `IDLE_TICK`.
+fn tick(watches: &[Watch]) -> Duration {
+    watches
+        .iter()
+        .map(|w| w.interval)
+        .min()
+        .unwrap_or(IDLE_TICK)
+        .min(IDLE_TICK)
 }
 
 /// Whether `watch` needs a rebuild, and why.

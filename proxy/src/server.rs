@@ -98,6 +98,9 @@ struct ListenerSlot {
 /// The state shared by the server, the admin API and the file watcher.
 pub struct Control {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The generation serving now, published after each swap so the tag follower looks at a
+    /// new snapshot's plugins at once rather than after its idle tick.
+    pub swapped: watch::Sender<u64>,
     pub draining: AtomicBool,
     listeners: Mutex<HashMap<String, ListenerSlot>>,
     /// Serialises reloads; the value is the status they report.
@@ -351,6 +354,7 @@ impl Control {
         }
         let old = self.snapshot.swap(Arc::new(snapshot));
         self.retire(old);
+        self.swapped.send_replace(generation);
 
         let wanted: HashMap<&str, &config::Listener> = config
             .listeners
@@ -505,6 +509,7 @@ impl Server {
         snapshot.start_background_tasks();
         let control = Arc::new(Control {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            swapped: watch::Sender::new(1),
             draining: AtomicBool::new(false),
             listeners: Mutex::new(HashMap::new()),
             status: tokio::sync::Mutex::new(ReloadStatus {
