@@ -77,6 +77,10 @@ fn describe() {
         "wasmesh_request_duration_seconds",
         "Time from request received to response headers sent."
     );
+    metrics::describe_histogram!(
+        "wasmesh_worker_loop_delay_seconds",
+        "How late a worker ran its 250 ms watchdog timer: time its event loop was held."
+    );
     metrics::describe_counter!(
         "wasmesh_upstream_requests_total",
         "Upstream attempts by cluster and outcome."

@@ -8,6 +8,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -46,6 +47,30 @@ pub fn replicas() -> usize {
     }
 }
 
+/// How often a worker's watchdog ticks.
+const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+
+/// Measures how late the worker's event loop runs a timer, as Envoy's watchdog does: a worker
+/// stuck in one task (a filter spinning up to its deadline, a blocking call) delays every
+/// connection it holds, and shows here as `wasmesh_worker_loop_delay_seconds`.
+///
+/// The tick also keeps the worker's timer wheel from going empty. Otherwise a request
+/// arriving at an idle worker arms its timers (header read, route timeout) in an empty
+/// wheel, and tokio's current-thread runtime then wakes its own I/O driver through an
+/// eventfd — a write and an extra `epoll_wait` return per request at moderate load
+/// (tokio-rs/tokio#5207). With a tick due within `WATCHDOG_TICK`, a request's timers are
+/// never the earliest, so arming them costs no wake-up.
+async fn watchdog(index: usize) {
+    let delay =
+        metrics::histogram!("wasmesh_worker_loop_delay_seconds", "worker" => index.to_string());
+    let mut ticks = tokio::time::interval(WATCHDOG_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let due = ticks.tick().await;
+        delay.record(due.elapsed().as_secs_f64());
+    }
+}
+
 /// The running workers.
 pub struct Workers {
     handles: Vec<Handle>,
@@ -71,7 +96,10 @@ impl Workers {
                     .spawn(move || {
                         WORKER.with(|w| w.set(Some(index)));
                         runtime.block_on(async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
+                            tokio::select! {
+                                _ = stopped.wait_for(|stop| *stop) => {}
+                                _ = watchdog(index) => {}
+                            }
                         });
                     })?,
             );

@@ -257,6 +257,35 @@ async fn a_workers_requests_meet_its_own_vm_replica() {
     assert_eq!(accepted, f64::from(connections), "{stats}");
 }
 
+/// A filter spinning until its 1 s deadline holds its worker's event loop that long, and the
+/// worker's watchdog (a 250 ms timer) reports the stall: a tick due during the spin runs at
+/// least 750 ms late, whichever worker took the connection.
+#[tokio::test]
+async fn a_stalled_worker_shows_in_its_loop_delay() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_open", ""));
+    let got = send(
+        proxy.addr("main"),
+        request("GET", "/", &[("x-probe-loop", "1")]),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    let admin = proxy.admin.expect("admin");
+    // The late tick is recorded when it runs, just after the spin.
+    let mut stalled = 0.0;
+    let reported = eventually(std::time::Duration::from_secs(10), async || {
+        stalled = get_admin_text(admin, "/stats")
+            .lines()
+            .filter(|l| l.starts_with("wasmesh_worker_loop_delay_seconds_sum{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        stalled >= 0.75
+    })
+    .await;
+    assert!(reported, "loop delay summed to {stalled} s");
+}
+
 #[tokio::test]
 async fn failing_filters_follow_their_failure_policy_and_the_proxy_keeps_serving() {
     let upstream = Upstream::named("alpha").await;
