@@ -194,7 +194,10 @@ def start_target(ctx: Context, s: Scenario, name: str) -> Target:
         return Target(name, f"http://127.0.0.1:{ctx.plain_port}{PATH}", None)
     (port,) = free_ports(1)
     upstream_port = ctx.tls_port if s.upstream == "mtls" else ctx.plain_port
-    w = ctx.work
+    # Each target's configuration in a directory of its own: wasmesh watches its config file's
+    # directory, and the load generators' logs in the work directory would wake it per request.
+    w = ctx.work / f"{name}-{s.name}"
+    w.mkdir(exist_ok=True)
     if name == "wasmesh":
         launch = configs.wasmesh(Path(ctx.args.wasmesh), s, port, upstream_port, ctx.pki, w)
     elif name == "envoy":
@@ -205,7 +208,7 @@ def start_target(ctx: Context, s: Scenario, name: str) -> Target:
         launch = configs.haproxy(s, port, upstream_port, ctx.pki, w)
     else:
         raise ValueError(f"unknown target {name}")
-    service = Service(name, launch.argv, PROXY_CPU, launch.env, w / f"{name}-{s.name}.log")
+    service = Service(name, launch.argv, PROXY_CPU, launch.env, ctx.work / f"{name}-{s.name}.log")
     try:
         # A debug wasmesh compiling a large filter chain takes a while.
         wait_port(service, port, timeout_s=180)
