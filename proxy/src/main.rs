@@ -177,10 +177,28 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("wasmesh: {err:#}");
+            eprintln!("wasmesh: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with its causes, each said once. The libraries' errors already put their source in
+/// their own message (`"listener \"edge\": cannot bind …: {source}"`), which `{:#}` would then
+/// print a second time; contexts added here do not.
+fn describe(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -372,4 +390,26 @@ async fn serve(
     println!("wasmesh: ready");
     server.wait_for_shutdown_signal().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("listener \"edge\": cannot bind: {source}")]
+    struct Bind {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let err = anyhow::Error::new(Bind { source: inner }).context("starting");
+        assert_eq!(
+            describe(&err),
+            "starting: listener \"edge\": cannot bind: address in use"
+        );
+    }
 }
