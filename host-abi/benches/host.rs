@@ -74,14 +74,20 @@ fn one_request(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>) {
     request_with(chain, env, &[]);
 }
 
-/// One request with `extra` request headers (a token, say) through `chain`.
-fn request_with(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>, extra: &[(&str, &str)]) {
+/// The request's headers with `extra` ones (a token, say) added.
+fn request_headers_with(extra: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
     let mut headers = request_headers();
     headers.extend(
         extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
     );
+    headers
+}
+
+/// One request with `extra` request headers through `chain`.
+fn request_with(chain: &[Arc<Plugin>], env: &Arc<dyn StreamEnv>, extra: &[(&str, &str)]) {
+    let mut headers = request_headers_with(extra);
     let mut streams: Vec<HttpStream> = Vec::with_capacity(chain.len());
     for plugin in chain {
         let mut stream = plugin.http_stream(env.clone()).expect("stream");
@@ -237,12 +243,7 @@ fn benches(c: &mut Criterion) {
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // A filter that refused the request (a 401, a 403) would be measured on a shorter path.
         let mut stream = chain[0].http_stream(env.clone()).expect("stream");
-        stream.data.request_headers = request_headers();
-        stream.data.request_headers.extend(
-            extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
-        );
+        stream.data.request_headers = request_headers_with(&extra);
         stream.on_request_headers(true).expect("request headers");
         if let Some(answer) = stream.take_local_response() {
             panic!(

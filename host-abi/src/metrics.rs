@@ -30,8 +30,9 @@ struct Metric {
 pub struct PluginMetrics {
     plugin: String,
     metrics: Mutex<Vec<Metric>>,
-    /// (name, kind) → id, so a definition costs one lookup however many there are.
-    ids: Mutex<HashMap<(String, MetricType), u32>>,
+    /// kind → name → id, so a definition costs one lookup (and no allocation) however many
+    /// there are.
+    ids: Mutex<HashMap<MetricType, HashMap<String, u32>>>,
     pub(crate) log_budget: LogBudget,
 }
 
@@ -88,7 +89,7 @@ impl PluginMetrics {
     /// defined all it may.
     pub fn define(&self, kind: MetricType, name: &str) -> Option<u32> {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = ids.get(&(name.to_string(), kind)) {
+        if let Some(id) = ids.get(&kind).and_then(|by_name| by_name.get(name)) {
             return Some(*id);
         }
         let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,7 +110,7 @@ impl PluginMetrics {
             value: 0,
         });
         let id = metrics.len() as u32;
-        ids.insert((name.to_string(), kind), id);
+        ids.entry(kind).or_default().insert(name.to_string(), id);
         Some(id)
     }
 

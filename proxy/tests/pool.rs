@@ -145,16 +145,14 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
                     let head = "HTTP/1.1 200 OK\r\ncontent-length: 4194304\r\n\r\n";
                     let _ = tcp.write_all(head.as_bytes()).await;
                     let _ = tcp.write_all(&vec![b'x'; 1024 * 1024]).await;
-                    // Stall until the proxy gives the connection up.
-                    let mut chunk = [0u8; 4096];
-                    while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
                 } else {
                     let _ = tcp
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter")
                         .await;
-                    let mut chunk = [0u8; 4096];
-                    while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
                 }
+                // Hold the connection (the first one stalled mid-body) until the proxy drops it.
+                let mut chunk = [0u8; 4096];
+                while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
             });
         }
     });
