@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config;
 use crate::forward::{self, ConnectionInfo, ListenerContext};
 use crate::tls::identity::{PeerIdentity, TlsInfo};
+use crate::tls::reloadable::Reloadable;
 
 /// Binds a listener's address with `SO_REUSEADDR`, `SO_REUSEPORT` (so a reload can bind a
 /// replacement before the old socket closes) and a deep backlog.
@@ -65,7 +66,8 @@ pub fn bind_per_worker(
 /// Everything one accept loop needs.
 pub struct Running {
     pub config: config::Listener,
-    pub tls: Option<TlsAcceptor>,
+    /// Read for each connection: a certificate rotation reaches the next handshake.
+    pub tls: Option<Arc<Reloadable<rustls::ServerConfig>>>,
     pub context: Arc<ListenerContext>,
     /// The listener's `max_connections` slots, shared by its accept loops (one per worker),
     /// so the limit holds for the listener as a whole.
@@ -142,7 +144,8 @@ async fn serve_connection(
             }
             serve_http(tcp, info, None, running, watcher).await
         }
-        Some(acceptor) => {
+        Some(tls) => {
+            let acceptor = TlsAcceptor::from(tls.current());
             let handshake =
                 tokio::time::timeout(running.config.header_read_timeout, acceptor.accept(tcp))
                     .await;

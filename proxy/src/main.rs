@@ -284,9 +284,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         require_client_cert: true,
                         alpn: vec![config::Alpn::H2, config::Alpn::Http11],
                     };
-                    let mut tls = (*wasmesh_proxy::tls::server::server_config(&settings)
-                        .context("the upstream's TLS settings")?)
-                    .clone();
+                    let mut tls = wasmesh_proxy::tls::server::build(
+                        &settings,
+                        &mut wasmesh_proxy::tls::Files::default(),
+                    )
+                    .context("the upstream's TLS settings")?;
                     // Pick the cipher suite in our order, not the client's, so every proxy in a
                     // benchmark gets the same one whatever its TLS library prefers.
                     tls.ignore_client_order = true;

@@ -106,6 +106,10 @@ fn describe() {
         "wasmesh_circuit_breaker_overflow_total",
         "Requests refused by a circuit breaker."
     );
+    metrics::describe_counter!(
+        "wasmesh_tls_reload_total",
+        "Listener and cluster TLS configurations rebuilt from changed files, by result."
+    );
     metrics::describe_gauge!(
         "wasmesh_downstream_connections",
         "Open downstream connections by listener."

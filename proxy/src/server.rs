@@ -20,7 +20,6 @@ use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::cluster::ClusterError;
@@ -30,6 +29,7 @@ use crate::forward::ListenerContext;
 use crate::listener::{self, Running};
 use crate::route::RouteError;
 pub use crate::snapshot::Snapshot;
+use crate::tls::reloadable::{Reloadable, Update};
 use crate::tls::{self, TlsError};
 use crate::workers::Workers;
 
@@ -93,7 +93,10 @@ struct ListenerSlot {
     config: config::Listener,
     address: SocketAddr,
     stop: watch::Sender<bool>,
+    tls: Option<Arc<ServerTls>>,
 }
+
+type ServerTls = Reloadable<rustls::ServerConfig>;
 
 /// The state shared by the server, the admin API and the file watcher.
 pub struct Control {
@@ -138,18 +141,18 @@ struct Bound {
     config: config::Listener,
     sockets: Vec<std::net::TcpListener>,
     address: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 fn bind_listener(index: usize, lc: &config::Listener, workers: usize) -> Result<Bound, StartError> {
     let address = parse_addr(format!("listeners[{index}].address"), &lc.address)?;
     let tls = match &lc.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server::server_config(t).map_err(
-            |source| StartError::Tls {
+        Some(t) => Some(
+            tls::server::reloadable(t).map_err(|source| StartError::Tls {
                 listener: lc.name.clone(),
                 source,
-            },
-        )?)),
+            })?,
+        ),
         None => None,
     };
     let (sockets, address) =
@@ -187,7 +190,7 @@ impl Control {
         let lc = bound.config.clone();
         let running = Arc::new(Running {
             config: lc.clone(),
-            tls: bound.tls,
+            tls: bound.tls.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(lc.max_connections)),
             context: Arc::new(ListenerContext {
                 name: lc.name.as_str().into(),
@@ -219,6 +222,7 @@ impl Control {
             config: lc,
             address: bound.address,
             stop,
+            tls: bound.tls,
         })
     }
 
@@ -341,12 +345,16 @@ impl Control {
         // listener bind its address while the old socket still accepts.
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::new();
+        let mut kept = Vec::new();
         for (i, lc) in config.listeners.iter().enumerate() {
             match listeners.get(&lc.name) {
-                Some(slot) if slot.config == *lc => {}
+                Some(slot) if slot.config == *lc => kept.push(slot),
                 _ => fresh.push(bind_listener(i, lc, self.workers.len())?),
             }
         }
+        // Kept listeners and clusters read their certificate files again: a reload is also how
+        // certificates rotated on disk are put into service.
+        let rotated = prepare_tls(kept, snapshot.clusters.values())?;
 
         snapshot.start_background_tasks();
         if record_history {
@@ -355,6 +363,7 @@ impl Control {
         let old = self.snapshot.swap(Arc::new(snapshot));
         self.retire(old);
         self.swapped.send_replace(generation);
+        commit_tls(rotated);
 
         let wanted: HashMap<&str, &config::Listener> = config
             .listeners
@@ -457,6 +466,63 @@ impl Control {
         Ok(())
     }
 
+    /// Puts certificates rotated on disk into service: the running listeners and clusters read
+    /// their TLS files again, and those whose files changed take them for new connections.
+    /// All or nothing, like a reload: a file that does not load (say, a key written before its
+    /// certificate) is reported and every listener and cluster keeps what it has. Returns how
+    /// many configurations changed.
+    pub async fn refresh_tls(&self, trigger: &str) -> Result<usize, StartError> {
+        let mut status = self.status.lock().await;
+        let snapshot = self.snapshot.load_full();
+        let prepared = {
+            let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            prepare_tls(listeners.values(), snapshot.clusters.values())
+        };
+        // Only an attempt that changes something, or fails, is worth reporting.
+        if !matches!(&prepared, Ok(rotated) if rotated.is_empty()) {
+            status.last_attempt_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+            status.last_trigger = Some(trigger.to_string());
+        }
+        match prepared {
+            Ok(rotated) => {
+                let changed = rotated.len();
+                if changed > 0 {
+                    status.last_error = None;
+                    commit_tls(rotated);
+                }
+                Ok(changed)
+            }
+            Err(err) => {
+                status.rejected += 1;
+                status.last_error = Some(err.to_string());
+                metrics::counter!("wasmesh_tls_reload_total", "result" => "rejected").increment(1);
+                tracing::error!(error = %err, trigger, "TLS files rejected; the running certificates stay");
+                Err(err)
+            }
+        }
+    }
+
+    /// The TLS files of the running listeners and clusters.
+    pub fn tls_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|slot| slot.tls.as_ref())
+            .flat_map(|tls| tls.paths())
+            .collect();
+        for cluster in self.snapshot.load().clusters.values() {
+            paths.extend(cluster.tls.iter().flat_map(|tls| tls.paths()));
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// Records a configuration that was refused before it could be applied (it did not parse).
     pub async fn reject(&self, error: String, trigger: &str) {
         let mut status = self.status.lock().await;
@@ -534,6 +600,7 @@ impl Server {
         let mut tasks = vec![
             tokio::spawn(crate::follow::run(Arc::downgrade(&control))),
             tokio::spawn(reaper(Arc::downgrade(&control))),
+            crate::reload::watch_tls(Arc::downgrade(&control)),
         ];
         let admin = match &config.admin {
             Some(a) => {
@@ -630,6 +697,40 @@ impl Server {
             task.abort();
         }
         self.control.workers.stop();
+    }
+}
+
+/// Rebuilds the TLS configurations of `listeners` and `clusters` whose files changed, named
+/// for the log; nothing changes until [`commit_tls`].
+fn prepare_tls<'a>(
+    listeners: impl IntoIterator<Item = &'a ListenerSlot>,
+    clusters: impl IntoIterator<Item = &'a Arc<crate::cluster::Cluster>>,
+) -> Result<Vec<(String, Update)>, StartError> {
+    let mut rotated = Vec::new();
+    for slot in listeners {
+        let Some(tls) = &slot.tls else { continue };
+        let update = tls.prepare().map_err(|source| StartError::Tls {
+            listener: slot.config.name.clone(),
+            source,
+        })?;
+        rotated.extend(update.map(|u| (format!("listener {}", slot.config.name), u)));
+    }
+    for cluster in clusters {
+        let Some(tls) = &cluster.tls else { continue };
+        let update = tls.prepare().map_err(|source| ClusterError::Tls {
+            cluster: cluster.name.to_string(),
+            source,
+        })?;
+        rotated.extend(update.map(|u| (format!("cluster {}", cluster.name), u)));
+    }
+    Ok(rotated)
+}
+
+fn commit_tls(rotated: Vec<(String, Update)>) {
+    for (owner, update) in rotated {
+        update.commit();
+        metrics::counter!("wasmesh_tls_reload_total", "result" => "applied").increment(1);
+        tracing::info!(%owner, "TLS files changed; new connections use them");
     }
 }
 

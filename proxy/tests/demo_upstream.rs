@@ -64,10 +64,11 @@ async fn tls_upstream_requires_a_client_certificate_from_its_ca() {
         require_client_cert: true,
         alpn: vec![Alpn::H2, Alpn::Http11],
     };
-    let tls = wasmesh_proxy::tls::server::server_config(&settings).expect("tls settings");
+    let tls = wasmesh_proxy::tls::server::build(&settings, &mut Default::default())
+        .expect("tls settings");
     let options = UpstreamOptions {
         fixed_body: Some(fixed(64)),
-        tls: Some(tls),
+        tls: Some(std::sync::Arc::new(tls)),
     };
     let addr = spawn_upstream_with("bench", "127.0.0.1:0".parse().expect("addr"), options)
         .await

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
@@ -279,4 +281,123 @@ async fn filters_see_the_negotiated_tls_version() {
         assert_eq!(got.status, StatusCode::OK);
         assert_eq!(upstream.last_seen().headers["x-property"], expected);
     }
+}
+
+/// The DER of the first certificate in a PEM file.
+fn der_of(pem_file: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(pem_file)
+        .expect("certificate")
+        .to_vec()
+}
+
+/// The certificate a new connection to the proxy is served.
+async fn served(pki: &Pki, addr: std::net::SocketAddr) -> Option<Vec<u8>> {
+    let tls = tls_connect(addr, "proxy.test", client_tls(pki, &["http/1.1"], None))
+        .await
+        .ok()?;
+    let served = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+    Some(served)
+}
+
+/// Replaces `leaf`'s files with a new certificate and key the way rotation tools do: each file
+/// written beside its target, then renamed over it.
+fn rotate(pki: &Pki, leaf: &Leaf, name: &str, dns_names: &[&str]) {
+    let next = pki.leaf(name, dns_names, None);
+    std::fs::rename(&next.cert, &leaf.cert).expect("rename cert");
+    std::fs::rename(&next.key, &leaf.key).expect("rename key");
+}
+
+/// Certificates rotated on disk, as cert-manager or a secret update does, reach new connections
+/// with no restart and no configuration change; a connection already open keeps its session;
+/// a key that does not load is refused and the serving certificate stays.
+#[tokio::test]
+async fn rotated_listener_certificates_reach_new_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let server = pki.leaf("proxy", &["proxy.test"], None);
+    let other = pki.leaf("other", &["www.other.test"], None);
+    let upstream = Upstream::named("alpha").await;
+    let config =
+        tls_listener(&server, &other, None, upstream.addr) + "admin:\n  address: \"127.0.0.1:0\"\n";
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("tls");
+    let first = der_of(&server.cert);
+    assert_eq!(served(&pki, addr).await.as_deref(), Some(&first[..]));
+
+    let open = tls_connect(addr, "proxy.test", client_tls(&pki, &["http/1.1"], None))
+        .await
+        .expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(open))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let response = sender.send_request(req("/before")).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+
+    rotate(&pki, &server, "proxy-next", &["proxy.test"]);
+    let second = der_of(&server.cert);
+    assert_ne!(first, second);
+    let rotated = eventually(Duration::from_secs(20), async || {
+        served(&pki, addr).await.as_deref() == Some(&second[..])
+    })
+    .await;
+    assert!(rotated, "new connections get the rotated certificate");
+    sender.ready().await.expect("the open connection survives");
+    let response = sender.send_request(req("/after")).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let admin = proxy.admin.expect("admin");
+    let stats = get_admin_text(admin, "/stats");
+    assert!(
+        metric(&stats, "wasmesh_tls_reload_total{result=\"applied\"}") >= 1.0,
+        "{stats}"
+    );
+
+    // A key that does not load: refused, reported, and the running certificate stays.
+    std::fs::write(&server.key, "not a key\n").expect("write");
+    let reported = eventually(Duration::from_secs(20), async || {
+        get_admin_text(admin, "/config/status").contains(&server.key)
+    })
+    .await;
+    assert!(reported, "{}", get_admin_text(admin, "/config/status"));
+    assert_eq!(served(&pki, addr).await.as_deref(), Some(&second[..]));
+}
+
+/// An upstream's CA file, rotated on disk, is what the next upstream connection is verified
+/// against: trusting the wrong CA fails (503) until the right one is written.
+#[tokio::test]
+async fn rotated_upstream_ca_reaches_new_upstream_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let backend = pki.leaf("backend", &["backend.internal"], None);
+    let upstream = Upstream::serve(Some(server_tls(&backend)), |_: Seen| async move {
+        reply(StatusCode::OK, "secure", "ok")
+    })
+    .await;
+    let other_dir = tempfile::tempdir().expect("dir");
+    let other_ca = Pki::new(other_dir.path());
+    let trusted = dir.path().join("trusted.pem");
+    std::fs::copy(other_ca.ca_file(), &trusted).expect("copy");
+    let cluster = format!(
+        "    tls:\n      sni: backend.internal\n      ca_file: \"{}\"\n",
+        trusted.display()
+    );
+    let proxy = Proxy::start(&simple_config(&cluster, &[upstream.addr], ""));
+    let got = get(proxy.addr("main"), "/").await;
+    assert_eq!(
+        got.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        got.text()
+    );
+
+    let next = dir.path().join("trusted.pem.next");
+    std::fs::copy(pki.ca_file(), &next).expect("copy");
+    std::fs::rename(&next, &trusted).expect("rename");
+    let trusted_now = eventually(Duration::from_secs(20), async || {
+        get(proxy.addr("main"), "/").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(trusted_now, "the rotated CA verifies the upstream");
 }

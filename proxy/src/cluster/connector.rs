@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::breaker::{CircuitBreaker, Permit};
+use crate::tls::reloadable::Reloadable;
 
 /// Why a connection to an endpoint could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,8 @@ struct Inner {
     cluster: String,
     address: String,
     connect_timeout: Duration,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The cluster's TLS configuration (it follows its files) and the name to verify.
+    tls: Option<(Arc<Reloadable<ClientConfig>>, ServerName<'static>)>,
     breaker: Arc<CircuitBreaker>,
 }
 
@@ -58,7 +60,7 @@ impl EndpointConnector {
         cluster: &str,
         address: &str,
         connect_timeout: Duration,
-        tls: Option<(Arc<ClientConfig>, Option<&str>)>,
+        tls: Option<(Arc<Reloadable<ClientConfig>>, Option<&str>)>,
         breaker: Arc<CircuitBreaker>,
     ) -> Result<EndpointConnector, ConnectError> {
         let tls = match tls {
@@ -69,7 +71,7 @@ impl EndpointConnector {
                         address: address.to_string(),
                         name,
                     })?;
-                Some((TlsConnector::from(config), server_name))
+                Some((config, server_name))
             }
             None => None,
         };
@@ -131,7 +133,8 @@ async fn connect(inner: &Inner, permit: Permit) -> Result<UpstreamConn, ConnectE
     let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
     tcp.set_nodelay(true).map_err(io_err)?;
     let (stream, h2) = match &inner.tls {
-        Some((connector, name)) => {
+        Some((config, name)) => {
+            let connector = TlsConnector::from(config.current());
             let tls = connector.connect(name.clone(), tcp).await.map_err(io_err)?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             (Stream::Tls(Box::new(tls)), h2)

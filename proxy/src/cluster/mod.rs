@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::config::{self, UpstreamProtocol};
+use crate::tls::reloadable::Reloadable;
 use crate::tls::{self, TlsError};
 use breaker::CircuitBreaker;
 use connector::{ConnectError, EndpointConnector};
@@ -56,6 +57,8 @@ pub struct Cluster {
     outlier: Option<OutlierDetector>,
     hash_header: Option<HeaderName>,
     pub scheme: &'static str,
+    /// Upstream TLS, shared by the endpoints' connectors; reloads refresh it from its files.
+    pub tls: Option<Arc<Reloadable<rustls::ClientConfig>>>,
     health_started: AtomicBool,
     pub counters: UpstreamCounters,
 }
@@ -128,16 +131,19 @@ impl Cluster {
             return Ok(previous.clone());
         }
         let reuse = previous.filter(|p| same_transport(&p.config, cfg));
-        let tls_config = match &cfg.tls {
-            Some(t) => Some(
-                tls::client::client_config(t, cfg.protocol).map_err(|source| {
+        // Endpoints kept from `previous` dial with its TLS configuration, so new ones share it:
+        // a certificate rotation then reaches every endpoint of the cluster.
+        let tls_config = match (&cfg.tls, reuse) {
+            (Some(_), Some(p)) => p.tls.clone(),
+            (Some(t), None) => {
+                Some(tls::client::reloadable(t, cfg.protocol).map_err(|source| {
                     ClusterError::Tls {
                         cluster: cfg.name.clone(),
                         source,
                     }
-                })?,
-            ),
-            None => None,
+                })?)
+            }
+            (None, _) => None,
         };
         let breaker = match reuse {
             Some(p) => p.breaker.clone(),
@@ -189,6 +195,7 @@ impl Cluster {
             outlier: cfg.outlier_detection.clone().map(OutlierDetector::new),
             hash_header,
             scheme: if cfg.tls.is_some() { "https" } else { "http" },
+            tls: tls_config,
             health_started: AtomicBool::new(false),
             counters: UpstreamCounters::new(&cfg.name),
         }))

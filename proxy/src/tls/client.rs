@@ -4,16 +4,27 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 
-use super::{TlsError, load_certs, load_key, load_roots, provider};
+use super::reloadable::Reloadable;
+use super::{Files, TlsError, load_certs, load_key, load_roots, provider};
 use crate::config::{UpstreamProtocol, UpstreamTls};
 
-/// Builds the rustls client configuration for one cluster.
-pub fn client_config(
+/// A cluster's TLS configuration, rebuilt when its CA or client certificate files change.
+pub fn reloadable(
     tls: &UpstreamTls,
     protocol: UpstreamProtocol,
-) -> Result<Arc<ClientConfig>, TlsError> {
+) -> Result<Arc<Reloadable<ClientConfig>>, TlsError> {
+    let tls = tls.clone();
+    Reloadable::new(move |files| build(&tls, protocol, files))
+}
+
+/// Builds the rustls client configuration for one cluster, reading its files through `files`.
+pub fn build(
+    tls: &UpstreamTls,
+    protocol: UpstreamProtocol,
+    files: &mut Files,
+) -> Result<ClientConfig, TlsError> {
     let roots = match &tls.ca_file {
-        Some(path) => load_roots(path)?,
+        Some(path) => load_roots(files, path)?,
         None => rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         },
@@ -23,7 +34,7 @@ pub fn client_config(
         .with_root_certificates(roots);
     let mut config = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
+            builder.with_client_auth_cert(load_certs(files, cert)?, load_key(files, key)?)?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -31,5 +42,5 @@ pub fn client_config(
         UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
         UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
     };
-    Ok(Arc::new(config))
+    Ok(config)
 }

@@ -3,12 +3,15 @@
 //! [`server`] terminates downstream TLS (SNI-selected certificates, optional mTLS), [`client`]
 //! originates upstream TLS (SNI, CA verification, client certificates), and [`identity`] turns a
 //! verified peer certificate into the identity later filters see (URI SANs, SPIFFE ID).
+//! [`reloadable`] keeps each built configuration up to date with the files it was read from,
+//! so certificates rotated on disk reach new connections without a restart.
 
 pub mod client;
 pub mod identity;
+pub mod reloadable;
 pub mod server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -37,13 +40,50 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub(crate) fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The files one build of a TLS configuration read, with their bytes as read: a reload compares
+/// them with the files' contents now to tell whether anything needs building again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Files {
+    read: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Files {
+    /// Reads `path` (once per build, however often the settings name it).
+    fn read(&mut self, path: &str) -> std::io::Result<&[u8]> {
+        let path = Path::new(path);
+        let index = match self.read.iter().position(|(p, _)| p == path) {
+            Some(index) => index,
+            None => {
+                let bytes = std::fs::read(path)?;
+                self.read.push((path.to_path_buf(), bytes));
+                self.read.len() - 1
+            }
+        };
+        Ok(&self.read[index].1)
+    }
+
+    /// Whether any file now differs from what was read (a file that cannot be read differs).
+    pub fn changed(&self) -> bool {
+        self.read
+            .iter()
+            .any(|(path, bytes)| std::fs::read(path).map_or(true, |now| now != *bytes))
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.read.iter().map(|(path, _)| path.as_path())
+    }
+}
+
+pub(crate) fn load_certs(
+    files: &mut Files,
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Certificates {
         path: path.to_string(),
         reason,
     };
-    let certs = CertificateDer::pem_file_iter(Path::new(path))
-        .map_err(|e| err(e.to_string()))?
+    let pem = files.read(path).map_err(|e| err(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
@@ -54,16 +94,18 @@ pub(crate) fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, Tls
     Ok(certs)
 }
 
-pub(crate) fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(Path::new(path)).map_err(|e| TlsError::PrivateKey {
+pub(crate) fn load_key(files: &mut Files, path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let err = |reason: String| TlsError::PrivateKey {
         path: path.to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let pem = files.read(path).map_err(|e| err(e.to_string()))?;
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| err(e.to_string()))
 }
 
-pub(crate) fn load_roots(path: &str) -> Result<rustls::RootCertStore, TlsError> {
+pub(crate) fn load_roots(files: &mut Files, path: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in load_certs(files, path)? {
         roots.add(cert).map_err(|e| TlsError::ClientCa {
             path: path.to_string(),
             reason: e.to_string(),

@@ -6,28 +6,44 @@ use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use super::{TlsError, load_certs, load_key, load_roots, provider};
+use super::reloadable::Reloadable;
+use super::{Files, TlsError, load_certs, load_key, load_roots, provider};
 use crate::config::ListenerTls;
 
-/// Builds the rustls server configuration for one listener.
-pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
+/// A listener's TLS configuration, rebuilt when its certificate, key or CA files change.
+pub fn reloadable(tls: &ListenerTls) -> Result<Arc<Reloadable<ServerConfig>>, TlsError> {
+    let tls = tls.clone();
+    Reloadable::new(move |files| build(&tls, files))
+}
+
+/// Builds the rustls server configuration for one listener, reading its files through `files`.
+pub fn build(tls: &ListenerTls, files: &mut Files) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let mut entries = Vec::with_capacity(tls.certificates.len());
-    for files in &tls.certificates {
-        let chain = load_certs(&files.cert_file)?;
-        let key = load_key(&files.key_file)?;
+    for pair in &tls.certificates {
+        let chain = load_certs(files, &pair.cert_file)?;
+        let key = load_key(files, &pair.key_file)?;
         let signing_key =
             provider
                 .key_provider
                 .load_private_key(key)
                 .map_err(|e| TlsError::PrivateKey {
-                    path: files.key_file.clone(),
+                    path: pair.key_file.clone(),
                     reason: e.to_string(),
                 })?;
         let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+        // A rotation caught between writing the certificate and its key would otherwise
+        // serve a pair no client can verify; refused, the next change to the files tries again.
+        if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+            certified.keys_match()
+        {
+            return Err(TlsError::PrivateKey {
+                path: pair.key_file.clone(),
+                reason: format!("does not match the certificate in \"{}\"", pair.cert_file),
+            });
+        }
         entries.push((
-            files
-                .server_names
+            pair.server_names
                 .iter()
                 .map(|n| n.to_ascii_lowercase())
                 .collect::<Vec<_>>(),
@@ -40,7 +56,7 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca_file {
         Some(ca) => {
-            let roots = load_roots(ca)?;
+            let roots = load_roots(files, ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if tls.require_client_cert {
                 verifier.build()
@@ -57,7 +73,7 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = tls.alpn.iter().map(|a| a.wire().to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// Picks the certificate whose names match the client's SNI; the first one is the default, so
