@@ -49,14 +49,6 @@ pub const GAPS: &[Gap] = &[
                  cpp-host keep the root context pending until the plugin calls proxy_done",
     },
     Gap {
-        check: "local.close_stream_outcome",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::Fail,
-        reason: "proxy_close_stream on an HTTP stream is recorded by host-abi (close_requested) \
-                 but the proxy acts on it only for TCP: the request goes on to the upstream \
-                 and is answered, where Envoy resets the stream",
-    },
-    Gap {
         check: "prop.request.headers.x-conformance",
         scope: Scope::Only(Env::Proxy),
         kind: GapKind::NotSupported,

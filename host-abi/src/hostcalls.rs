@@ -521,8 +521,15 @@ pub(crate) fn link(
             if !(0..=3).contains(&ty) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            if let Some(stream) = c.data_mut().stream.as_mut() {
+            let state = c.data_mut();
+            if let Some(stream) = state.stream.as_mut() {
                 stream.close_requested = true;
+            }
+            // A paused stream closed from a callout or tick must wake up to be reset.
+            if state.borrowed.is_some()
+                && let Some(signals) = state.signals.get(&state.effective)
+            {
+                signals.resume.notify_one();
             }
             Ok(status::OK)
         },

@@ -5,7 +5,6 @@
 //! per-route timeout and retry policy applied, outcomes fed to outlier detection, and the
 //! response streamed back. `Upgrade` requests (WebSocket) are spliced byte for byte after a 101.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use crate::cluster::endpoint::{Endpoint, InFlight};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{PoolError, PooledBody};
 use crate::config::{RetryOn, RetryPolicy};
+use crate::filter::body::Interrupt;
 use crate::filter::{self, Phase, RequestAttributes};
 use crate::route::Route;
 use crate::server::Snapshot;
@@ -75,12 +75,22 @@ impl ConnectionInfo {
     }
 }
 
-/// Handles one request; never fails, errors become local replies.
+/// A filter closed the stream (`proxy_close_stream`). As in Envoy, the stream is reset and no
+/// response is sent: an HTTP/1.1 connection closes, an HTTP/2 stream gets `RST_STREAM`.
+#[derive(Debug, thiserror::Error)]
+#[error("a filter closed the stream")]
+pub struct StreamReset;
+
+/// A response, or the stream reset instead.
+type Answer = Result<Response<ProxyBody>, StreamReset>;
+
+/// Handles one request. Errors become local replies; the one `Err` is a filter's
+/// [`StreamReset`].
 pub async fn handle(
     listener: Arc<ListenerContext>,
     conn: Arc<ConnectionInfo>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Answer {
     let start = Instant::now();
     // A request keeps the snapshot it started with, whatever reloads happen meanwhile.
     let snapshot = listener.snapshot.load_full();
@@ -89,7 +99,19 @@ pub async fn handle(
             let (route, response) = route_and_forward(&listener, &snapshot, &conn, req).await;
             (route, response, Some(permit))
         }
-        Err(_) => (Arc::from("-"), overloaded("listener_max_requests"), None),
+        Err(_) => (
+            Arc::from("-"),
+            Ok(overloaded("listener_max_requests")),
+            None,
+        ),
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(reset) => {
+            // Envoy logs a reset stream's response code as 0.
+            listener.metrics.record(&route_name, 0, start.elapsed());
+            return Err(reset);
+        }
     };
     // The listener's in-flight slot, and the snapshot, are held until the response body is
     // done: the snapshot's last user is then the control plane's reaper, never a request, so
@@ -106,19 +128,19 @@ async fn route_and_forward(
     snapshot: &Snapshot,
     conn: &ConnectionInfo,
     mut req: Request<Incoming>,
-) -> (Arc<str>, Response<ProxyBody>) {
+) -> (Arc<str>, Answer) {
     let no_route: Arc<str> = Arc::from("-");
     let Some(table) = snapshot.route_tables.get(&listener.route_config) else {
         return (
             no_route,
-            local_reply(StatusCode::NOT_FOUND, "no route configuration"),
+            Ok(local_reply(StatusCode::NOT_FOUND, "no route configuration")),
         );
     };
     let mut authority = request_authority(&req);
     let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
             no_route,
-            local_reply(StatusCode::NOT_FOUND, "no route matched"),
+            Ok(local_reply(StatusCode::NOT_FOUND, "no route matched")),
         );
     };
 
@@ -130,7 +152,7 @@ async fn route_and_forward(
     if let Some(max) = listener.max_request_body_bytes
         && incoming.size_hint().lower() > max
     {
-        return (route.name.clone(), payload_too_large(parts.version));
+        return (route.name.clone(), Ok(payload_too_large(parts.version)));
     }
     // Whose fault a failed upstream request was: a body that failed downstream (malformed,
     // cut off, too large) is the client's, never counted against the upstream endpoint.
@@ -146,7 +168,10 @@ async fn route_and_forward(
             tracing::warn!(route = %route.name, error = %reason, "answering 503 (fail_closed)");
             return (
                 route.name.clone(),
-                local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter unavailable"),
+                Ok(local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "filter unavailable",
+                )),
             );
         }
     };
@@ -194,9 +219,9 @@ async fn route_and_forward(
             Phase::Respond(local) => {
                 env.keep_request_headers(pairs);
                 let local = Reply::local(local_response(local));
-                let response =
-                    respond(local, streams, Some(&env), route.timeout, &route.name).await;
-                let response = hold_until_done(response, Box::new(bystanders));
+                let response = respond(local, streams, Some(&env), route.timeout, &route.name)
+                    .await
+                    .map(|r| hold_until_done(r, Box::new(bystanders)));
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
@@ -206,10 +231,14 @@ async fn route_and_forward(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "filter failed",
                 ));
-                let response =
-                    respond(failed, streams, Some(&env), route.timeout, &route.name).await;
-                let response = hold_until_done(response, Box::new(bystanders));
+                let response = respond(failed, streams, Some(&env), route.timeout, &route.name)
+                    .await
+                    .map(|r| hold_until_done(r, Box::new(bystanders)));
                 return (route.name.clone(), response);
+            }
+            Phase::Reset => {
+                env.keep_request_headers(pairs);
+                return (route.name.clone(), Err(StreamReset));
             }
         }
         let pseudo = filter::apply_pairs(&pairs, &mut parts.headers);
@@ -244,7 +273,7 @@ async fn route_and_forward(
                 None => {
                     return (
                         route.name.clone(),
-                        local_reply(StatusCode::NOT_FOUND, "no route matched"),
+                        Ok(local_reply(StatusCode::NOT_FOUND, "no route matched")),
                     );
                 }
             }
@@ -255,7 +284,10 @@ async fn route_and_forward(
     let Some(cluster) = snapshot.clusters.get(&*cluster_name) else {
         return (
             route_name,
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, "cluster not found"),
+            Ok(local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster not found",
+            )),
         );
     };
 
@@ -305,9 +337,10 @@ async fn route_and_forward(
         Err(status) => {
             // Kept for retries, the body went through the filters before anything was sent:
             // a filter that answered from a body callback cut it short, and its answer stands.
-            let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(local) = local else {
-                return (route_name, local_reply(status, "request body"));
+            let local = match answered.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(Interrupt::Respond(local)) => local,
+                Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
+                None => return (route_name, Ok(local_reply(status, "request body"))),
             };
             let reply = Reply::local(local_response(local));
             let response = respond(
@@ -350,7 +383,8 @@ async fn route_and_forward(
         None if watch.too_large() => Reply::local(payload_too_large(version)),
         // A request filter answered from its body: its answer stands, whatever the upstream
         // (which saw the request body cut short) said.
-        Some(local) => Reply::local(local_response(local)),
+        Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
+        Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
         None => Reply {
             // A 101's body is the upgraded connection, spliced below; any other upstream
             // body must keep moving.
@@ -375,7 +409,9 @@ async fn route_and_forward(
         &route_name,
     )
     .await;
-    if let (Some(downstream), Some(upstream)) = (downstream_upgrade, upstream_upgrade) {
+    if let (Ok(_), Some(downstream), Some(upstream)) =
+        (&response, downstream_upgrade, upstream_upgrade)
+    {
         splice_upgrade(downstream, upstream);
     }
     (route_name, response)
@@ -983,10 +1019,10 @@ async fn respond(
     attributes: Option<&Arc<RequestAttributes>>,
     pause_limit: Duration,
     route_name: &str,
-) -> Response<ProxyBody> {
+) -> Answer {
     let mut response = reply.response;
     if streams.is_empty() {
-        return response;
+        return Ok(response);
     }
     // What the upstream answered is there for the response callbacks (response.code,
     // upstream.address), as in Envoy; what the client gets is recorded again below for on_log.
@@ -1026,12 +1062,13 @@ async fn respond(
             tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
             response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
         }
+        Phase::Reset => return Err(StreamReset),
     }
     if let Some(attributes) = attributes {
         attributes.record_response(response.status().as_u16(), reply.flags, reply.upstream);
     }
     // The filters' contexts end when the response body does (on_done, on_log, on_delete).
-    hold_until_done(response, Box::new(streams))
+    Ok(hold_until_done(response, Box::new(streams)))
 }
 
 fn hold_until_done(

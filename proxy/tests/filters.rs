@@ -765,3 +765,84 @@ filter_chains:
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert_eq!(got.text(), "body denied");
 }
+
+/// Sends `req` on a new connection; `Err` if no response came (the stream was reset).
+async fn try_send(
+    addr: std::net::SocketAddr,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    h2: bool,
+) -> Result<StatusCode, hyper::Error> {
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    let response = if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    };
+    let status = response.status();
+    http_body_util::BodyExt::collect(response.into_body()).await?;
+    Ok(status)
+}
+
+/// A filter closing the stream (`reset_http_request`/`reset_http_response`, i.e.
+/// `proxy_close_stream`) resets it as Envoy does, from the request headers, the request body or
+/// the response headers: the client gets no response (HTTP/1.1: the connection closes; HTTP/2:
+/// only that stream is reset), and a request closed in its headers never reaches the upstream.
+#[tokio::test]
+async fn a_filter_closing_the_stream_resets_it() {
+    let upstream = Upstream::named("alpha").await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    let addr = proxy.addr("main");
+    for h2 in [false, true] {
+        let hits = upstream.hits();
+        let closed = try_send(
+            addr,
+            request("GET", "/", &[("x-probe-reset", "headers")]),
+            h2,
+        )
+        .await;
+        assert!(closed.is_err(), "h2={h2}: {closed:?}");
+        assert_eq!(upstream.hits(), hits, "h2={h2}: never sent upstream");
+
+        let mut with_body = request("POST", "/", &[("x-probe-reset", "body")]);
+        *with_body.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+        let closed = try_send(addr, with_body, h2).await;
+        assert!(closed.is_err(), "h2={h2}: {closed:?}");
+
+        let closed = try_send(
+            addr,
+            request("GET", "/", &[("x-probe-reset", "response")]),
+            h2,
+        )
+        .await;
+        assert!(closed.is_err(), "h2={h2}: {closed:?}");
+    }
+
+    // HTTP/2: the reset is the stream's alone; the connection carries on.
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let closed = sender
+        .send_request(request("GET", "/", &[("x-probe-reset", "headers")]))
+        .await;
+    assert!(closed.is_err());
+    let after = sender
+        .send_request(request("GET", "/", &[]))
+        .await
+        .expect("the connection survives the reset");
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(get(addr, "/").await.status, StatusCode::OK);
+}

@@ -13,6 +13,8 @@
 //! - A request filter answering itself (`proxy_send_local_response`) from a body or trailers
 //!   callback stops the upstream request; its answer is what the client gets. In the response
 //!   direction the headers are already gone, so that stream is reset instead.
+//! - A filter closing the stream (`proxy_close_stream`) resets it, as Envoy does: a request
+//!   is never answered, a response is cut off.
 //! - A failing fail-closed filter aborts the body (the peer sees a reset); a fail-open one is
 //!   bypassed from then on.
 
@@ -33,9 +35,17 @@ pub enum Direction {
     Response,
 }
 
-/// Where a request filter's local answer, given from a body or trailers callback, waits for
-/// the forwarding path to send it instead of the upstream's.
-pub type Answer = Arc<Mutex<Option<LocalResponse>>>;
+/// Where a request filter's decision, made in a body or trailers callback, waits for the
+/// forwarding path: an answer to send instead of the upstream's, or a reset.
+pub type Answer = Arc<Mutex<Option<Interrupt>>>;
+
+/// A request filter's decision to stop the request from its body or trailers.
+pub enum Interrupt {
+    /// It answered itself (`proxy_send_local_response`).
+    Respond(LocalResponse),
+    /// It closed the stream (`proxy_close_stream`).
+    Reset,
+}
 
 /// Runs `body` through the filters of `streams` (in chain order; reversed here for responses).
 pub fn filter_body(
@@ -88,6 +98,19 @@ enum Stop {
     Failed(String),
     /// A filter answered itself.
     Answered(LocalResponse),
+    /// A filter closed the stream.
+    Closed,
+}
+
+/// Whether the filter just called stopped the body: closed the stream or answered.
+fn interrupted(s: &mut HttpStream) -> Result<(), Stop> {
+    if s.data.close_requested {
+        return Err(Stop::Closed);
+    }
+    match s.take_local_response() {
+        Some(local) => Err(Stop::Answered(local)),
+        None => Ok(()),
+    }
 }
 
 /// One filter's body callback over `input`; returns what flows on, or `None` while it buffers.
@@ -143,9 +166,7 @@ fn run_chain(
         input.extend_from_slice(&data);
         let (result, out) = body_callback(&mut s, direction, input, end_of_stream);
         data = out;
-        if let Some(local) = s.take_local_response() {
-            return Err(Stop::Answered(local));
-        }
+        interrupted(&mut s)?;
         match result {
             Ok(Action::Pause) if !end_of_stream => {
                 buffers[i] = data;
@@ -179,9 +200,7 @@ fn run_trailers(
             let mut input = std::mem::take(&mut buffers[i]);
             input.extend_from_slice(&data);
             let (result, out) = body_callback(&mut s, direction, input, false);
-            if let Some(local) = s.take_local_response() {
-                return Err(Stop::Answered(local));
-            }
+            interrupted(&mut s)?;
             match result {
                 // Held until its trailers callback lets it go.
                 Ok(Action::Pause) => {
@@ -212,9 +231,7 @@ fn run_trailers(
                 r
             }
         };
-        if let Some(local) = s.take_local_response() {
-            return Err(Stop::Answered(local));
-        }
+        interrupted(&mut s)?;
         if let Err(failure) = result {
             failed(&s, failure, i, bypass)?;
         }
@@ -331,9 +348,19 @@ impl http_body::Body for BodyFilter {
                             tracing::warn!(error = %message, "filter failed on the body; aborting it (fail_closed)");
                             message
                         }
+                        Stop::Closed => {
+                            if let (Direction::Request, Some(answer)) =
+                                (direction, this.answer.as_ref())
+                            {
+                                *answer.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(Interrupt::Reset);
+                            }
+                            "a filter closed the stream".to_string()
+                        }
                         Stop::Answered(local) => match (direction, this.answer.as_ref()) {
                             (Direction::Request, Some(answer)) => {
-                                *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+                                *answer.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(Interrupt::Respond(local));
                                 "a filter answered the request itself".to_string()
                             }
                             _ => {

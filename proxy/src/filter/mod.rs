@@ -48,6 +48,8 @@ pub enum Phase {
     Respond(wasmesh_host::LocalResponse),
     /// A fail-closed filter failed.
     Failed(String),
+    /// A filter closed the stream (`proxy_close_stream`): it is reset, nothing is answered.
+    Reset,
 }
 
 /// Starts `plugin`'s stream for a request, on the calling worker's replica.
@@ -111,6 +113,11 @@ pub async fn request_headers(
                     return Phase::Failed(message);
                 }
             }
+            Settled::Reset => {
+                streams.push(stream);
+                rest(i + 1, bystanders);
+                return Phase::Reset;
+            }
         }
     }
     Phase::Continue
@@ -142,6 +149,7 @@ pub async fn response_headers(
                     return Phase::Failed(message);
                 }
             }
+            Settled::Reset => return Phase::Reset,
         }
     }
     Phase::Continue
@@ -151,6 +159,7 @@ enum Settled {
     Continue,
     Respond(wasmesh_host::LocalResponse),
     Failed(String),
+    Reset,
 }
 
 /// Turns a callback's result into what happens next: a pause waits (without holding the
@@ -164,7 +173,12 @@ async fn settle(
         return Settled::Failed(failure.to_string());
     }
     let (paused, waiter, name) = {
-        let s = lock(stream);
+        let mut s = lock(stream);
+        // A closed stream is reset at once, paused or not (its data may be with the VM).
+        if s.peek(|data| data.close_requested) {
+            s.unpark();
+            return Settled::Reset;
+        }
         (
             s.is_paused(),
             s.resume_waiter(),
@@ -178,6 +192,10 @@ async fn settle(
             .await
             .is_ok();
         let mut s = lock(stream);
+        if s.peek(|data| data.close_requested) {
+            s.unpark();
+            return Settled::Reset;
+        }
         if s.replica_failed() {
             s.unpark();
             return Settled::Failed(format!(
@@ -191,7 +209,13 @@ async fn settle(
             ));
         }
     }
-    match lock(stream).take_local_response() {
+    let mut s = lock(stream);
+    s.unpark();
+    // Envoy resets a closed stream even if the filter also answered.
+    if s.data.close_requested {
+        return Settled::Reset;
+    }
+    match s.take_local_response() {
         Some(local) => Settled::Respond(local),
         None => Settled::Continue,
     }

@@ -43,7 +43,10 @@
 //!   `x-probe-root-done`;
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
 //!   shared data as `name=hex(value)` lines (absent ones as `name=-`); a later request with
-//!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated.
+//!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated;
+//! - `x-probe-reset: headers|body|response`: closes the stream (`reset_http_request`, or
+//!   `reset_http_response`) in the request headers, at the end of the request body, or in the
+//!   response headers.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -204,6 +207,7 @@ impl RootContext for ProbeRoot {
             log_properties: Vec::new(),
             deny_word: None,
             body_trailer: false,
+            reset: None,
         }))
     }
 
@@ -226,6 +230,8 @@ struct Probe {
     deny_word: Option<String>,
     /// `x-probe-body-trailer`: add a request trailer at the end of the body.
     body_trailer: bool,
+    /// `x-probe-reset`: where to close the stream (`headers`, `body`, `response`).
+    reset: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -290,6 +296,11 @@ impl HttpContext for Probe {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        self.reset = self.get_http_request_header("x-probe-reset");
+        if self.reset.as_deref() == Some("headers") {
+            self.reset_http_request();
+            return Action::Pause;
         }
         if self.get_http_request_header("x-probe-grow").is_some() {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -417,6 +428,12 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.reset.as_deref() == Some("body") {
+            if end_of_stream {
+                self.reset_http_request();
+            }
+            return Action::Pause;
+        }
         if let Some(word) = self.deny_word.clone() {
             if !end_of_stream {
                 return Action::Pause;
@@ -461,6 +478,10 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.reset.as_deref() == Some("response") {
+            self.reset_http_response();
+            return Action::Continue;
+        }
         self.add_http_response_header("x-probe", "response");
         Action::Continue
     }
