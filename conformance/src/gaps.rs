@@ -31,31 +31,13 @@ pub struct Gap {
     pub reason: &'static str,
 }
 
-pub const GAPS: &[Gap] = &[
-    Gap {
-        check: "lifecycle.proxy_done_not_pending",
-        scope: Scope::Both,
-        kind: GapKind::Fail,
-        reason: "host-abi's proxy_done answers OK whatever the context's state (it sets a flag \
-                 nothing reads); the spec and cpp-host answer NOT_FOUND unless the context is \
-                 pending finalization after proxy_on_done returned false",
-    },
-    Gap {
-        check: "lifecycle.root_on_delete_while_pending",
-        scope: Scope::Both,
-        kind: GapKind::Fail,
-        reason: "host-abi ignores proxy_on_done's false for a root context: Plugin::drop calls \
-                 proxy_on_delete right after it, and proxy_done changes nothing; the spec and \
-                 cpp-host keep the root context pending until the plugin calls proxy_done",
-    },
-    Gap {
-        check: "prop.request.headers.x-conformance",
-        scope: Scope::Only(Env::Proxy),
-        kind: GapKind::NotSupported,
-        reason: "the proxy does not offer Envoy's map attributes request.headers / \
+pub const GAPS: &[Gap] = &[Gap {
+    check: "prop.request.headers.x-conformance",
+    scope: Scope::Only(Env::Proxy),
+    kind: GapKind::NotSupported,
+    reason: "the proxy does not offer Envoy's map attributes request.headers / \
                  response.headers (filters read headers through the header-map functions)",
-    },
-];
+}];
 
 /// The known gap for `check` in `env`, if there is one.
 pub fn find(check: &str, env: Env) -> Option<&'static Gap> {

@@ -199,6 +199,7 @@ fn exercised(e: Option<&Exercised>) -> String {
     match e {
         None => "—".into(),
         Some(Exercised::Pass) => "pass".into(),
+        Some(Exercised::PassWithGaps(1)) => "pass (1 known host gap)".to_string(),
         Some(Exercised::PassWithGaps(n)) => format!("pass ({n} known host gaps)"),
         Some(Exercised::Fail(d)) => format!("**FAIL**: {}", cell(d)),
         Some(Exercised::NotExercised(why)) => format!("not exercised: {}", cell(why)),
@@ -239,7 +240,8 @@ each check).\n\n"
         let pass = all.iter().filter(|v| ***v == Verdict::Pass).count();
         let gaps = all.iter().filter(|v| matches!(v, Verdict::Gap(..))).count();
         let unexpected = all.len() - pass - gaps;
-        let mut text = format!("{} checks: {pass} pass, {gaps} known gaps", all.len());
+        let noun = if gaps == 1 { "gap" } else { "gaps" };
+        let mut text = format!("{} checks: {pass} pass, {gaps} known {noun}", all.len());
         if unexpected > 0 {
             let _ = write!(text, ", {unexpected} unexpected failures");
         }

@@ -16,7 +16,7 @@ use crate::grpc;
 use crate::headers::{self, HeaderMap};
 use crate::limits;
 use crate::shared::QueueOwner;
-use crate::state::{Ctx, HostState, read, read_str, return_bytes, write_u32, write_u64};
+use crate::state::{Ctx, HostState, RootEnd, read, read_str, return_bytes, write_u32, write_u64};
 use crate::stream::{LocalResponse, LoggedHeaders};
 
 type R = wasmtime::Result<i32>;
@@ -207,9 +207,15 @@ pub(crate) fn link(
     provided: &mut HashSet<(String, String)>,
 ) -> wasmtime::Result<()> {
     // --- context lifecycle ---
+    // Only a root context pending finalization (its `proxy_on_done` said false) can say it is
+    // done now; any other context gets NOT_FOUND, as from cpp-host's `WasmBase::done`.
     def(linker, provided, "proxy_done", |mut c: Ctx<'_>| -> R {
-        c.data_mut().done_requested = true;
-        Ok(status::OK)
+        let state = c.data_mut();
+        if state.effective == state.root_context_id && state.root_end == RootEnd::Pending {
+            state.root_end = RootEnd::Done;
+            return Ok(status::OK);
+        }
+        Ok(status::NOT_FOUND)
     })?;
     def(
         linker,

@@ -20,7 +20,7 @@ use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap, T
 
 use crate::abi::Action;
 use crate::metrics::PluginMetrics;
-use crate::state::{HostShared, HostState, PluginInfo, StreamData};
+use crate::state::{HostShared, HostState, PluginInfo, RootEnd, StreamData};
 use crate::stream::{HttpStream, StreamEnv, StreamSignals};
 
 /// The shapes of stream callbacks' arguments after the context id.
@@ -198,16 +198,37 @@ impl Drop for Plugin {
         {
             task.abort();
         }
-        // Root contexts end with the plugin (as Envoy's do when a VM is torn down).
+        // Root contexts end with the plugin, as Envoy's do when a VM is torn down; the embedder
+        // may have begun that earlier (`begin_shutdown`) to give them time to finish.
+        // `proxy_on_delete` comes only once a root is done: one still pending is torn down
+        // without it.
         for index in 0..self.slots.len() {
             let mut slot = self.lock(index);
             if let Some(replica) = slot.replica.as_mut() {
+                if replica.store.data().root_end == RootEnd::Running {
+                    end_root(&self.config, replica);
+                }
                 let root = replica.store.data().root_context_id;
-                let _ = call(&self.config, replica, "proxy_on_done", (root as i32,));
-                let _ = call_unit(&self.config, replica, "proxy_on_delete", (root as i32,));
+                if replica.store.data().root_end == RootEnd::Done {
+                    let _ = call_unit(&self.config, replica, "proxy_on_delete", (root as i32,));
+                } else {
+                    tracing::warn!(plugin = %self.info.name, replica = index,
+                        "root context never called proxy_done; torn down without proxy_on_delete");
+                }
             }
         }
     }
+}
+
+/// `proxy_on_done` on a replica's root context: done, or pending until it calls `proxy_done`.
+/// A module without the export, or one that fails in it, is done.
+fn end_root(config: &PluginConfig, replica: &mut Replica) {
+    let root = replica.store.data().root_context_id;
+    let answer = call(config, replica, "proxy_on_done", (root as i32,));
+    replica.store.data_mut().root_end = match answer {
+        Ok(Some(0)) => RootEnd::Pending,
+        _ => RootEnd::Done,
+    };
 }
 
 /// After a root callback: a stream it switched to goes back to the parked set.
@@ -404,7 +425,7 @@ impl Plugin {
             tick_watch: tokio::sync::watch::Sender::new(None),
             startup_log: Some(Vec::new()),
             foreign_args: Vec::new(),
-            done_requested: false,
+            root_end: RootEnd::Running,
             call_response: None,
             parked: HashMap::new(),
             borrowed: None,
@@ -759,6 +780,32 @@ impl Plugin {
             }
         }
         Ok(ticked)
+    }
+
+    /// Begins the plugin's end, as Envoy does when the plugin's configuration goes away:
+    /// `proxy_on_done` on each replica's root context. A root that answers false is pending:
+    /// it keeps its ticks, callout answers and queues until it calls `proxy_done`. Returns
+    /// whether every root is done already; dropping the plugin ends it either way.
+    pub fn begin_shutdown(&self) -> bool {
+        for index in 0..self.slots.len() {
+            let mut slot = self.lock(index);
+            if let Some(replica) = slot.replica.as_mut()
+                && replica.store.data().root_end == RootEnd::Running
+            {
+                end_root(&self.config, replica);
+            }
+        }
+        self.is_shut_down()
+    }
+
+    /// Whether every root context is done (see [`Plugin::begin_shutdown`]).
+    pub fn is_shut_down(&self) -> bool {
+        (0..self.slots.len()).all(|index| {
+            self.lock(index)
+                .replica
+                .as_ref()
+                .is_none_or(|r| r.store.data().root_end == RootEnd::Done)
+        })
     }
 
     /// The tick period the filter's root context set (`proxy_set_tick_period_milliseconds`),

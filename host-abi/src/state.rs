@@ -135,7 +135,8 @@ pub struct HostState {
     /// can say why in the filter's own words.
     pub startup_log: Option<Vec<String>>,
     pub foreign_args: Vec<u8>,
-    pub done_requested: bool,
+    /// Where the root context is in its end (`proxy_on_done`, `proxy_done`).
+    pub root_end: RootEnd,
     /// Data of streams paused by their filter, kept here so a later root callback (a callout's
     /// answer, a tick) can switch to them with `proxy_set_effective_context` and edit them.
     pub parked: HashMap<u32, StreamData>,
@@ -260,4 +261,19 @@ fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> 
     let typed = func.typed::<i32, i32>(&*caller)?;
     let addr = typed.call(&mut *caller, size)?;
     Ok((addr != 0).then_some(addr as u32))
+}
+
+/// How far a root context is in ending, as cpp-host tracks it (`WasmBase::startShutdown`,
+/// `pending_done_`, `WasmBase::done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootEnd {
+    /// Its plugin has not begun to shut down.
+    #[default]
+    Running,
+    /// `proxy_on_done` answered false: the plugin finishes its work (ticks, callouts and
+    /// queues still reach it) and calls `proxy_done` when it is.
+    Pending,
+    /// Done: `proxy_on_done` answered true, or the plugin called `proxy_done` since.
+    /// `proxy_on_delete` may follow.
+    Done,
 }

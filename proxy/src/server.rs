@@ -113,6 +113,10 @@ pub struct Control {
     /// Snapshots replaced but perhaps still used by requests in flight, with when they were
     /// replaced; freed by [`Control::reap`] on the control plane once unused.
     retired: Mutex<Vec<(Arc<Snapshot>, std::time::Instant)>>,
+    /// Plugins no snapshot uses any more whose root contexts asked for time to finish
+    /// (`proxy_on_done` answered false), with when they began to end; dropped once they call
+    /// `proxy_done`, or after `drain_timeout`.
+    finishing: Mutex<Vec<(Arc<wasmesh_host::Plugin>, std::time::Instant)>>,
     /// Earlier definitions of each chain, newest last (`None`: the chain did not exist), for
     /// `POST /chains/{name}/rollback`.
     history: Mutex<HashMap<String, Vec<Option<FilterChain>>>>,
@@ -397,9 +401,11 @@ impl Control {
     /// Frees retired snapshots no request uses any more, off the async threads: dropping one
     /// ends its unshared plugins (`proxy_on_done`, `proxy_on_delete`, stores torn down) and
     /// closes its unshared clusters' pools. One still in use past `drain_timeout` is reported.
+    /// A plugin whose root context answers `proxy_on_done` with false is kept, its ticks and
+    /// callouts running, until it calls `proxy_done` (or `drain_timeout` passes).
     async fn reap(&self) {
         let drain_timeout = self.snapshot.load().config.drain_timeout;
-        let unused: Vec<Arc<Snapshot>> = {
+        let (unused, ending) = {
             let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
             let (unused, busy): (Vec<_>, Vec<_>) = retired
                 .drain(..)
@@ -413,12 +419,61 @@ impl Control {
                     );
                 }
             }
+            // Plugins of the freed snapshots that neither the running one nor a busy one uses.
+            let current = self.snapshot.load_full();
+            let live: std::collections::HashSet<*const wasmesh_host::Plugin> =
+                std::iter::once(&current)
+                    .chain(busy.iter().map(|(snapshot, _)| snapshot))
+                    .flat_map(|snapshot| plugins_of(snapshot))
+                    .map(Arc::as_ptr)
+                    .collect();
+            let mut ending: Vec<Arc<wasmesh_host::Plugin>> = Vec::new();
+            for (snapshot, _) in &unused {
+                for plugin in plugins_of(snapshot) {
+                    let ptr = Arc::as_ptr(plugin);
+                    if !live.contains(&ptr) && !ending.iter().any(|p| Arc::as_ptr(p) == ptr) {
+                        ending.push(plugin.clone());
+                    }
+                }
+            }
             *retired = busy;
-            unused.into_iter().map(|(snapshot, _)| snapshot).collect()
+            let unused: Vec<Arc<Snapshot>> =
+                unused.into_iter().map(|(snapshot, _)| snapshot).collect();
+            (unused, ending)
         };
-        if !unused.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || drop(unused)).await;
+        let finished: Vec<Arc<wasmesh_host::Plugin>> = {
+            let mut finishing = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
+            let (finished, waiting): (Vec<_>, Vec<_>) =
+                finishing.drain(..).partition(|(plugin, since)| {
+                    let overdue = since.elapsed() > drain_timeout;
+                    if overdue && !plugin.is_shut_down() {
+                        tracing::warn!(plugin = %plugin.name(),
+                            "a removed plugin did not call proxy_done within drain_timeout; ending it");
+                    }
+                    overdue || plugin.is_shut_down()
+                });
+            *finishing = waiting;
+            finished.into_iter().map(|(plugin, _)| plugin).collect()
+        };
+        if unused.is_empty() && finished.is_empty() {
+            return;
         }
+        let pending = tokio::task::spawn_blocking(move || {
+            let pending: Vec<_> = ending
+                .into_iter()
+                .filter(|plugin| !plugin.begin_shutdown())
+                .collect();
+            drop(unused);
+            drop(finished);
+            pending
+        })
+        .await
+        .unwrap_or_default();
+        let now = std::time::Instant::now();
+        self.finishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(pending.into_iter().map(|plugin| (plugin, now)));
     }
 
     /// Remembers the definition of every chain the new configuration changes.
@@ -585,6 +640,7 @@ impl Server {
             graceful: Mutex::new(Some(GracefulShutdown::new())),
             workers,
             retired: Mutex::new(Vec::new()),
+            finishing: Mutex::new(Vec::new()),
             history: Mutex::new(HashMap::new()),
         });
         control.ensure_wasm_host(&config)?;
@@ -732,6 +788,18 @@ fn commit_tls(rotated: Vec<(String, Update)>) {
         metrics::counter!("wasmesh_tls_reload_total", "result" => "applied").increment(1);
         tracing::info!(%owner, "TLS files changed; new connections use them");
     }
+}
+
+/// The plugins of a snapshot's chains.
+fn plugins_of(snapshot: &Snapshot) -> impl Iterator<Item = &Arc<wasmesh_host::Plugin>> {
+    snapshot
+        .chains
+        .values()
+        .flat_map(|chain| chain.entries.iter())
+        .filter_map(|entry| match entry {
+            crate::filter::chain::Entry::Loaded(loaded) => Some(&loaded.plugin),
+            _ => None,
+        })
 }
 
 /// How often retired snapshots are looked at.

@@ -58,6 +58,12 @@ pub fn checks() -> Vec<Check> {
         eq("lifecycle.root_teardown", "create,vm_start,configure,done,delete",
             "spec v0.2.1: context created, VM started, plugin configured; at the end proxy_on_done then proxy_on_delete (cpp-host startShutdown)")
             .proves(&["proxy_on_delete", "proxy_on_vm_start", "proxy_on_configure"]),
+        eq("lifecycle.proxy_done_pending", "OK",
+            "spec v0.2.1 proxy_done: OK from a root context pending finalization (its proxy_on_done returned false), which a tick still reaches (cpp-host WasmBase::done)")
+            .proves(&["proxy_done", "proxy_on_tick"]),
+        eq("lifecycle.root_delete_after_done", "create,vm_start,configure,done,proxy_done,delete",
+            "spec v0.2.1 proxy_on_done: false means the plugin calls proxy_done later, and proxy_on_delete follows (cpp-host WasmBase::done)")
+            .proves(&["proxy_on_done", "proxy_done", "proxy_on_delete"]),
         Check::new("lifecycle.root_on_delete_while_pending", Expect::Absent,
             "spec v0.2.1 proxy_on_done: false means the plugin calls proxy_done later; proxy_on_delete comes only after that (cpp-host keeps the root context in pending_done_)")
             .proves(&["proxy_on_done", "proxy_done"]),
@@ -82,6 +88,8 @@ pub fn host() -> Result<Run> {
     let (done, done_name) = host_env::load_on(&host, wasm, "lifecycle", "root-done-true")?;
     let (pending, pending_name) =
         host_env::load_on(&host, wasm, "lifecycle-pending", "root-done-false")?;
+    let (later, later_name) =
+        host_env::load_on(&host, wasm, "lifecycle-later", "root-done-on-tick")?;
     for _ in 0..2 {
         let mut stream = done
             .http_stream(std::sync::Arc::new(host_env::NoAttributes))
@@ -100,9 +108,13 @@ pub fn host() -> Result<Run> {
     }
     run.obs
         .add("lifecycle.abi_version", version(done.abi_version()));
+    // The embedder begins the end; the pending root finishes on a tick, then is deleted.
+    later.begin_shutdown();
+    later.tick().doing("a tick after on_done")?;
     drop(done);
     drop(pending);
-    for name in [&done_name, &pending_name] {
+    drop(later);
+    for name in [&done_name, &pending_name, &later_name] {
         run.obs.add_lines(&recorder.lines(name));
     }
     Ok(run)
@@ -122,8 +134,10 @@ pub async fn proxy() -> Result<Run> {
     let upstream = Upstream::named("lifecycle").await?;
     let done = capture::unique("lifecycle");
     let pending = capture::unique("lifecycle-pending");
+    let later = capture::unique("lifecycle-later");
     let plugins = proxy_env::plugin(&done, wasm, "root-done-true", "")
-        + &proxy_env::plugin(&pending, wasm, "root-done-false", "");
+        + &proxy_env::plugin(&pending, wasm, "root-done-false", "")
+        + &proxy_env::plugin(&later, wasm, "root-done-on-tick", "");
     let yaml = proxy_env::config(upstream.addr, &plugins, "", "", "");
     let mut run = Run::default();
     Proxy::with(&yaml, async |proxy: &Proxy| {
@@ -143,11 +157,13 @@ pub async fn proxy() -> Result<Run> {
         let limit = Duration::from_secs(20);
         capture::wait_for(&done, "lifecycle.root_teardown", limit).await;
         capture::wait_for(&pending, "lifecycle.root_on_done", limit).await;
+        capture::wait_for(&later, "lifecycle.root_delete_after_done", limit).await;
         Ok(())
     })
     .await?;
     run.lines(&done);
     run.lines(&pending);
+    run.lines(&later);
     Ok(run)
 }
 

@@ -14,7 +14,10 @@
 //! - at teardown (configuration `root-done-true` or `root-done-false`, what `on_done` answers
 //!   for the root context): `lifecycle.root_teardown` (the root context's callbacks in order),
 //!   or, when `on_done` said false, `lifecycle.root_on_delete_while_pending` if the host
-//!   deletes the root context before the plugin called `proxy_done`.
+//!   deletes the root context before the plugin called `proxy_done`;
+//! - with configuration `root-done-on-tick`, `on_done` says false and starts a timer; the next
+//!   tick calls `proxy_done` (`lifecycle.proxy_done_pending`: its status), and `on_delete`
+//!   then reports the root context's callbacks (`lifecycle.root_delete_after_done`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +35,10 @@ struct State {
     root_events: Vec<&'static str>,
     /// What `on_done` answers for the root context.
     root_done: bool,
+    /// `root-done-on-tick`: finish on the first tick after `on_done`.
+    finish_on_tick: bool,
+    /// `proxy_done` was called (and answered OK).
+    finished: bool,
     seen: BTreeSet<u32>,
     streams: BTreeMap<u32, Vec<&'static str>>,
 }
@@ -88,10 +95,12 @@ pub extern "C" fn proxy_on_vm_start(ctx: u32, _size: u32) -> u32 {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_configure(ctx: u32, _size: u32) -> u32 {
-    let done = s::plugin_config().trim() != "root-done-false";
+    let config = s::plugin_config();
+    let config = config.trim();
     with(|s| {
         s.root_events.push("configure");
-        s.root_done = done;
+        s.root_done = config != "root-done-false" && config != "root-done-on-tick";
+        s.finish_on_tick = config == "root-done-on-tick";
     });
     s::observe(
         "lifecycle.configure_context",
@@ -132,11 +141,16 @@ pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_done(ctx: u32) -> u32 {
     if ctx == root() {
-        let done = with(|s| {
+        let (done, finish_on_tick) = with(|s| {
             s.root_events.push("done");
-            s.root_done
+            (s.root_done, s.finish_on_tick)
         });
-        s::observe("lifecycle.root_on_done", "called");
+        if finish_on_tick {
+            // SAFETY: a plain integer argument.
+            unsafe { s::raw::proxy_set_tick_period_milliseconds(10) };
+        } else {
+            s::observe("lifecycle.root_on_done", "called");
+        }
         return u32::from(done);
     }
     event(ctx, "done");
@@ -159,11 +173,13 @@ pub extern "C" fn proxy_on_log(ctx: u32) {
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_delete(ctx: u32) {
     if ctx == root() {
-        let (events, done) = with(|s| {
+        let (events, done, finished) = with(|s| {
             s.root_events.push("delete");
-            (s.root_events.join(","), s.root_done)
+            (s.root_events.join(","), s.root_done, s.finished)
         });
-        if done {
+        if finished {
+            s::observe("lifecycle.root_delete_after_done", events);
+        } else if done {
             s::observe("lifecycle.root_teardown", events);
         } else {
             s::observe("lifecycle.root_on_delete_while_pending", "called");
@@ -174,4 +190,21 @@ pub extern "C" fn proxy_on_delete(ctx: u32) {
     if let Some(events) = with(|s| s.streams.remove(&ctx)) {
         s::observe("lifecycle.stream_order", events.join(","));
     }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_tick(ctx: u32) {
+    let due = with(|s| ctx == s.root && s.finish_on_tick && !s.finished);
+    if !due {
+        return;
+    }
+    // SAFETY: no arguments; then a plain integer argument.
+    let status = unsafe { s::raw::proxy_done() };
+    s::observe_status("lifecycle.proxy_done_pending", status);
+    with(|s| {
+        s.finished = status == 0;
+        s.root_events.push("proxy_done");
+    });
+    // SAFETY: a plain integer argument.
+    unsafe { s::raw::proxy_set_tick_period_milliseconds(0) };
 }
