@@ -224,7 +224,9 @@ impl Drop for Plugin {
 /// A module without the export, or one that fails in it, is done.
 fn end_root(config: &PluginConfig, replica: &mut Replica) {
     let root = replica.store.data().root_context_id;
+    replica.store.data_mut().effective = root;
     let answer = call(config, replica, "proxy_on_done", (root as i32,));
+    repark(replica.store.data_mut());
     replica.store.data_mut().root_end = match answer {
         Ok(Some(0)) => RootEnd::Pending,
         _ => RootEnd::Done,
@@ -601,12 +603,15 @@ impl Plugin {
             .signals
             .insert(context_id, signals.clone());
         replica.store.data_mut().effective = context_id;
-        if let Err(f) = call_unit(
+        let created = call_unit(
             &self.config,
             replica,
             "proxy_on_context_create",
             (context_id as i32, root as i32),
-        ) {
+        );
+        // Root callbacks (ticks, callout answers) run as the root context until they switch.
+        replica.store.data_mut().effective = root;
+        if let Err(f) = created {
             self.fail_replica(&mut slot, &f);
             return Err(f);
         }
@@ -751,6 +756,7 @@ impl Plugin {
             return Ok(false);
         };
         let root = replica.store.data().root_context_id as i32;
+        replica.store.data_mut().effective = root as u32;
         let result = match arg {
             Some(a) => call_unit(&self.config, replica, name, (root, a)),
             None => call_unit(&self.config, replica, name, (root,)),

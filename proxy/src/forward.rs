@@ -367,7 +367,7 @@ async fn route_and_forward(
     };
     let sent = tokio::time::timeout(
         timeout,
-        send_with_retries(cluster, &request, body, policy, timeout, &watch),
+        send_with_retries(cluster, &request, body, policy, timeout, &watch, &answered),
     )
     .await
     .unwrap_or_else(|_| Sent {
@@ -515,6 +515,7 @@ async fn send_with_retries(
     policy: Option<&RetryPolicy>,
     route_timeout: Duration,
     watch: &body::BodyWatch,
+    answered: &filter::body::Answer,
 ) -> Sent {
     let request_permit = match cluster.breaker.try_request() {
         Ok(permit) => permit,
@@ -553,7 +554,7 @@ async fn send_with_retries(
             );
             return Sent::local(reply, response_flags::UPSTREAM_REMOTE_RESET);
         };
-        let result = try_once(cluster, request, attempt_body, per_try, watch).await;
+        let result = try_once(cluster, request, attempt_body, per_try, watch, answered).await;
         // A streamed body went out with this attempt; whatever came back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
         match result {
@@ -668,6 +669,7 @@ async fn try_once(
     body: ProxyBody,
     per_try: Option<Duration>,
     watch: &body::BodyWatch,
+    answered: &filter::body::Answer,
 ) -> Attempt {
     let Some(upstream) = cluster.pick(&request.headers) else {
         return Attempt::Failed(Failure::NoEndpoint);
@@ -713,9 +715,11 @@ async fn try_once(
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
                 return Attempt::Failed(Failure::Overflow(reason));
             }
-            if watch.failed() {
-                // The request body failed on the client's side: not the endpoint's fault, so
-                // it is not counted against it (a client must not be able to eject upstreams).
+            let interrupted = answered.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            if watch.failed() || interrupted {
+                // The request body failed on the client's side, or a filter stopped it (it
+                // answered or reset the stream): not the endpoint's fault, so it is not
+                // counted against it (a client must not be able to eject upstreams).
                 return Attempt::Failed(Failure::Downstream(error_chain(&err)));
             }
             cluster.observe(upstream.index, Outcome::GatewayFailure);

@@ -298,10 +298,7 @@ impl Control {
         trigger: &str,
         record_history: bool,
     ) -> Result<u64, StartError> {
-        status.last_attempt_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        status.last_attempt_unix = unix_now();
         status.last_trigger = Some(trigger.to_string());
         let previous = self.snapshot.load_full();
         match self
@@ -357,8 +354,14 @@ impl Control {
             }
         }
         // Kept listeners and clusters read their certificate files again: a reload is also how
-        // certificates rotated on disk are put into service.
-        let rotated = prepare_tls(kept, snapshot.clusters.values())?;
+        // certificates rotated on disk are put into service. Files caught mid-rotation do not
+        // hold up the rest of the reload: those keep their running certificates (the watcher
+        // reports them and tries again on their next change).
+        let tls = prepare_tls(kept, snapshot.clusters.values());
+        for err in &tls.failed {
+            metrics::counter!("wasmesh_tls_reload_total", "result" => "rejected").increment(1);
+            tracing::warn!(error = %err, "TLS files rejected; the running certificates stay");
+        }
 
         snapshot.start_background_tasks();
         if record_history {
@@ -367,7 +370,7 @@ impl Control {
         let old = self.snapshot.swap(Arc::new(snapshot));
         self.retire(old);
         self.swapped.send_replace(generation);
-        commit_tls(rotated);
+        commit_tls(tls.rotated);
 
         let wanted: HashMap<&str, &config::Listener> = config
             .listeners
@@ -441,39 +444,40 @@ impl Control {
                 unused.into_iter().map(|(snapshot, _)| snapshot).collect();
             (unused, ending)
         };
-        let finished: Vec<Arc<wasmesh_host::Plugin>> = {
-            let mut finishing = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
-            let (finished, waiting): (Vec<_>, Vec<_>) =
-                finishing.drain(..).partition(|(plugin, since)| {
-                    let overdue = since.elapsed() > drain_timeout;
-                    if overdue && !plugin.is_shut_down() {
-                        tracing::warn!(plugin = %plugin.name(),
-                            "a removed plugin did not call proxy_done within drain_timeout; ending it");
-                    }
-                    overdue || plugin.is_shut_down()
-                });
-            *finishing = waiting;
-            finished.into_iter().map(|(plugin, _)| plugin).collect()
-        };
-        if unused.is_empty() && finished.is_empty() {
+        // Asking a plugin whether it is done locks its replicas, which a worker may hold while
+        // it runs Wasm: that, like the drops, happens off the async threads.
+        let finishing: Vec<(Arc<wasmesh_host::Plugin>, std::time::Instant)> =
+            std::mem::take(&mut *self.finishing.lock().unwrap_or_else(|e| e.into_inner()));
+        if unused.is_empty() && finishing.is_empty() {
             return;
         }
-        let pending = tokio::task::spawn_blocking(move || {
-            let pending: Vec<_> = ending
+        let waiting = tokio::task::spawn_blocking(move || {
+            let now = std::time::Instant::now();
+            let mut waiting: Vec<_> = ending
                 .into_iter()
                 .filter(|plugin| !plugin.begin_shutdown())
+                .map(|plugin| (plugin, now))
                 .collect();
+            for (plugin, since) in finishing {
+                if plugin.is_shut_down() {
+                    continue;
+                }
+                if since.elapsed() > drain_timeout {
+                    tracing::warn!(plugin = %plugin.name(),
+                        "a removed plugin did not call proxy_done within drain_timeout; ending it");
+                    continue;
+                }
+                waiting.push((plugin, since));
+            }
             drop(unused);
-            drop(finished);
-            pending
+            waiting
         })
         .await
         .unwrap_or_default();
-        let now = std::time::Instant::now();
         self.finishing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(pending.into_iter().map(|plugin| (plugin, now)));
+            .extend(waiting);
     }
 
     /// Remembers the definition of every chain the new configuration changes.
@@ -533,36 +537,31 @@ impl Control {
             let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
             prepare_tls(listeners.values(), snapshot.clusters.values())
         };
-        // Only an attempt that changes something, or fails, is worth reporting.
-        if !matches!(&prepared, Ok(rotated) if rotated.is_empty()) {
-            status.last_attempt_unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs());
+        if let Some(err) = prepared.failed.into_iter().next() {
+            status.last_attempt_unix = unix_now();
             status.last_trigger = Some(trigger.to_string());
+            status.rejected += 1;
+            status.last_error = Some(err.to_string());
+            metrics::counter!("wasmesh_tls_reload_total", "result" => "rejected").increment(1);
+            tracing::error!(error = %err, trigger, "TLS files rejected; the running certificates stay");
+            return Err(err);
         }
-        match prepared {
-            Ok(rotated) => {
-                let changed = rotated.len();
-                if changed > 0 {
-                    status.last_error = None;
-                    commit_tls(rotated);
-                }
-                Ok(changed)
-            }
-            Err(err) => {
-                status.rejected += 1;
-                status.last_error = Some(err.to_string());
-                metrics::counter!("wasmesh_tls_reload_total", "result" => "rejected").increment(1);
-                tracing::error!(error = %err, trigger, "TLS files rejected; the running certificates stay");
-                Err(err)
-            }
+        let changed = prepared.rotated.len();
+        if changed > 0 {
+            status.last_attempt_unix = unix_now();
+            status.last_trigger = Some(trigger.to_string());
+            commit_tls(prepared.rotated);
         }
+        // Files back in order (changed, or put back as they were) clear their own error.
+        if changed > 0 || status.last_trigger.as_deref() == Some(trigger) {
+            status.last_error = None;
+        }
+        Ok(changed)
     }
 
     /// The TLS files of the running listeners and clusters.
     pub fn tls_paths(&self) -> Vec<PathBuf> {
-        let mut paths: Vec<PathBuf> = self
+        let mut found: Vec<PathBuf> = self
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -571,8 +570,13 @@ impl Control {
             .flat_map(|tls| tls.paths())
             .collect();
         for cluster in self.snapshot.load().clusters.values() {
-            paths.extend(cluster.tls.iter().flat_map(|tls| tls.paths()));
+            found.extend(cluster.tls.iter().flat_map(|tls| tls.paths()));
         }
+        // A relative path's directory is the working directory, which a watch needs named.
+        let mut paths: Vec<PathBuf> = found
+            .into_iter()
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .collect();
         paths.sort();
         paths.dedup();
         paths
@@ -581,10 +585,7 @@ impl Control {
     /// Records a configuration that was refused before it could be applied (it did not parse).
     pub async fn reject(&self, error: String, trigger: &str) {
         let mut status = self.status.lock().await;
-        status.last_attempt_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        status.last_attempt_unix = unix_now();
         status.last_trigger = Some(trigger.to_string());
         status.rejected += 1;
         metrics::counter!("wasmesh_config_reload_total", "result" => "rejected").increment(1);
@@ -756,30 +757,44 @@ impl Server {
     }
 }
 
-/// Rebuilds the TLS configurations of `listeners` and `clusters` whose files changed, named
-/// for the log; nothing changes until [`commit_tls`].
+/// The TLS configurations of some listeners and clusters rebuilt from changed files, named
+/// for the log, and those whose files do not load; nothing changes until [`commit_tls`].
+#[derive(Default)]
+struct Prepared {
+    rotated: Vec<(String, Update)>,
+    failed: Vec<StartError>,
+}
+
 fn prepare_tls<'a>(
     listeners: impl IntoIterator<Item = &'a ListenerSlot>,
     clusters: impl IntoIterator<Item = &'a Arc<crate::cluster::Cluster>>,
-) -> Result<Vec<(String, Update)>, StartError> {
-    let mut rotated = Vec::new();
+) -> Prepared {
+    let mut prepared = Prepared::default();
     for slot in listeners {
         let Some(tls) = &slot.tls else { continue };
-        let update = tls.prepare().map_err(|source| StartError::Tls {
-            listener: slot.config.name.clone(),
-            source,
-        })?;
-        rotated.extend(update.map(|u| (format!("listener {}", slot.config.name), u)));
+        match tls.prepare() {
+            Ok(update) => prepared
+                .rotated
+                .extend(update.map(|u| (format!("listener {}", slot.config.name), u))),
+            Err(source) => prepared.failed.push(StartError::Tls {
+                listener: slot.config.name.clone(),
+                source,
+            }),
+        }
     }
     for cluster in clusters {
         let Some(tls) = &cluster.tls else { continue };
-        let update = tls.prepare().map_err(|source| ClusterError::Tls {
-            cluster: cluster.name.to_string(),
-            source,
-        })?;
-        rotated.extend(update.map(|u| (format!("cluster {}", cluster.name), u)));
+        match tls.prepare() {
+            Ok(update) => prepared
+                .rotated
+                .extend(update.map(|u| (format!("cluster {}", cluster.name), u))),
+            Err(source) => prepared.failed.push(StartError::from(ClusterError::Tls {
+                cluster: cluster.name.to_string(),
+                source,
+            })),
+        }
     }
-    Ok(rotated)
+    prepared
 }
 
 fn commit_tls(rotated: Vec<(String, Update)>) {
@@ -800,6 +815,13 @@ fn plugins_of(snapshot: &Snapshot) -> impl Iterator<Item = &Arc<wasmesh_host::Pl
             crate::filter::chain::Entry::Loaded(loaded) => Some(&loaded.plugin),
             _ => None,
         })
+}
+
+fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// How often retired snapshots are looked at.

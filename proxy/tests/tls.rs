@@ -362,6 +362,11 @@ async fn rotated_listener_certificates_reach_new_connections() {
     .await;
     assert!(reported, "{}", get_admin_text(admin, "/config/status"));
     assert_eq!(served(&pki, addr).await.as_deref(), Some(&second[..]));
+
+    // A file caught mid-rotation does not hold up a reload of everything else.
+    let (status, body) = admin_call(admin, "PUT", "/config", &config);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served(&pki, addr).await.as_deref(), Some(&second[..]));
 }
 
 /// An upstream's CA file, rotated on disk, is what the next upstream connection is verified

@@ -40,38 +40,42 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The files one build of a TLS configuration read, with their bytes as read: a reload compares
-/// them with the files' contents now to tell whether anything needs building again.
+/// The files one build of a TLS configuration read, each with the SHA-256 of what was read
+/// (never the bytes: a private key does not linger here): a reload compares them with the
+/// files' contents now to tell whether anything needs building again.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Files {
-    read: Vec<(PathBuf, Vec<u8>)>,
+    read: Vec<(PathBuf, [u8; 32])>,
 }
 
 impl Files {
-    /// Reads `path` (once per build, however often the settings name it).
-    fn read(&mut self, path: &str) -> std::io::Result<&[u8]> {
+    /// Reads `path` for a build, noting its digest.
+    fn read(&mut self, path: &str) -> std::io::Result<Vec<u8>> {
+        let bytes = std::fs::read(path)?;
         let path = Path::new(path);
-        let index = match self.read.iter().position(|(p, _)| p == path) {
-            Some(index) => index,
-            None => {
-                let bytes = std::fs::read(path)?;
-                self.read.push((path.to_path_buf(), bytes));
-                self.read.len() - 1
-            }
-        };
-        Ok(&self.read[index].1)
+        let digest = digest(&bytes);
+        match self.read.iter_mut().find(|(p, _)| p == path) {
+            Some(entry) => entry.1 = digest,
+            None => self.read.push((path.to_path_buf(), digest)),
+        }
+        Ok(bytes)
     }
 
     /// Whether any file now differs from what was read (a file that cannot be read differs).
     pub fn changed(&self) -> bool {
         self.read
             .iter()
-            .any(|(path, bytes)| std::fs::read(path).map_or(true, |now| now != *bytes))
+            .any(|(path, read)| std::fs::read(path).map_or(true, |now| digest(&now) != *read))
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.read.iter().map(|(path, _)| path.as_path())
     }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 pub(crate) fn load_certs(
@@ -83,7 +87,7 @@ pub(crate) fn load_certs(
         reason,
     };
     let pem = files.read(path).map_err(|e| err(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
@@ -100,7 +104,7 @@ pub(crate) fn load_key(files: &mut Files, path: &str) -> Result<PrivateKeyDer<'s
         reason,
     };
     let pem = files.read(path).map_err(|e| err(e.to_string()))?;
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| err(e.to_string()))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(e.to_string()))
 }
 
 pub(crate) fn load_roots(files: &mut Files, path: &str) -> Result<rustls::RootCertStore, TlsError> {

@@ -101,13 +101,10 @@ mod tests {
     fn reloadable(path: &std::path::Path) -> Arc<Reloadable<String>> {
         let path = path.display().to_string();
         Reloadable::new(move |files| {
-            let bytes = files
-                .read(&path)
-                .map_err(|e| TlsError::Certificates {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
-                .to_vec();
+            let bytes = files.read(&path).map_err(|e| TlsError::Certificates {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             String::from_utf8(bytes).map_err(|_| TlsError::NoCertificates { path: path.clone() })
         })
         .expect("first build")
