@@ -846,3 +846,26 @@ async fn a_filter_closing_the_stream_resets_it() {
     assert_eq!(after.status(), StatusCode::OK);
     assert_eq!(get(addr, "/").await.status, StatusCode::OK);
 }
+
+/// A request a filter stops from its body (here, a reset) is the client's doing, not the
+/// endpoint's: outlier detection does not count it, so a client cannot get a healthy endpoint
+/// ejected that way.
+#[tokio::test]
+async fn a_request_a_filter_stops_is_not_held_against_the_endpoint() {
+    let upstream = Upstream::named("alpha").await;
+    let outlier = "    outlier_detection: { consecutive_5xx: 1, consecutive_gateway_failure: 1, \
+                   base_ejection_time: 60s, max_ejection_percent: 100 }\n";
+    let config = config_with_chain(upstream.addr, "fail_closed", "")
+        .replace("    endpoints: [", &format!("{outlier}    endpoints: ["));
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("main");
+    for _ in 0..3 {
+        let mut with_body = request("POST", "/", &[("x-probe-reset", "body")]);
+        *with_body.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+        assert!(try_send(addr, with_body, false).await.is_err());
+    }
+    let clusters = get_admin_text(proxy.admin.expect("admin"), "/clusters");
+    assert!(!clusters.contains("\"ejected\": true"), "{clusters}");
+    let got = get(addr, "/").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+}
