@@ -13,6 +13,18 @@ use tokio::task::JoinHandle;
 use crate::config;
 use crate::server::{Control, RELOAD_DEBOUNCE};
 
+/// Debounces file events: waits until none has come for `RELOAD_DEBOUNCE`. `false` if the
+/// watcher went away meanwhile.
+async fn settled(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
+    loop {
+        match tokio::time::timeout(RELOAD_DEBOUNCE, rx.recv()).await {
+            Ok(Some(())) => continue,
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Watches the directory holding `path` — not the file itself, since editors and config
 /// management replace files by renaming a new one over them, which ends a watch on the old
 /// inode — and applies the file after each burst of changes to it.
@@ -43,13 +55,9 @@ pub(crate) fn watch_file(
         // The watcher lives as long as this task.
         let _watcher = watcher;
         while rx.recv().await.is_some() {
-            // Debounce: an editor's save is several events; act once it is quiet.
-            loop {
-                match tokio::time::timeout(RELOAD_DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
+            // An editor's save is several events; act once it is quiet.
+            if !settled(&mut rx).await {
+                return;
             }
             if !path.exists() {
                 // Mid-rename; the create event that follows triggers the reload.
@@ -141,13 +149,9 @@ pub(crate) fn watch_tls(control: Weak<Control>) -> JoinHandle<()> {
                     if event.is_none() {
                         return;
                     }
-                    // Debounce: a rotation writes a certificate and a key, perhaps in steps.
-                    loop {
-                        match tokio::time::timeout(RELOAD_DEBOUNCE, rx.recv()).await {
-                            Ok(Some(())) => continue,
-                            Ok(None) => return,
-                            Err(_) => break,
-                        }
+                    // A rotation writes a certificate and a key, perhaps in steps.
+                    if !settled(&mut rx).await {
+                        return;
                     }
                     let Some(control) = control.upgrade() else {
                         return;

@@ -766,33 +766,6 @@ filter_chains:
     assert_eq!(got.text(), "body denied");
 }
 
-/// Sends `req` on a new connection; `Err` if no response came (the stream was reset).
-async fn try_send(
-    addr: std::net::SocketAddr,
-    req: http::Request<http_body_util::Full<bytes::Bytes>>,
-    h2: bool,
-) -> Result<StatusCode, hyper::Error> {
-    let io =
-        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
-    let response = if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .expect("h2 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    };
-    let status = response.status();
-    http_body_util::BodyExt::collect(response.into_body()).await?;
-    Ok(status)
-}
-
 /// A filter closing the stream (`reset_http_request`/`reset_http_response`, i.e.
 /// `proxy_close_stream`) resets it as Envoy does, from the request headers, the request body or
 /// the response headers: the client gets no response (HTTP/1.1: the connection closes; HTTP/2:

@@ -302,20 +302,44 @@ pub async fn send_on<IO>(io: IO, req: Request<Full<Bytes>>, h2: bool) -> Got
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .expect("h2 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h2 response")
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .expect("h1 handshake");
-        tokio::spawn(conn);
-        sender.send_request(req).await.expect("h1 response")
-    };
+    let response = exchange(io, req, h2)
+        .await
+        .unwrap_or_else(|err| panic!("h2={h2}: no response: {err}"));
     collect(response).await
+}
+
+/// Sends `req` on a new connection; `Err` if no whole response came (the stream was reset).
+pub async fn try_send(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    h2: bool,
+) -> Result<StatusCode, hyper::Error> {
+    let tcp = TcpStream::connect(addr).await.expect("connect to proxy");
+    let response = exchange(TokioIo::new(tcp), req, h2).await?;
+    let status = response.status();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+/// A client handshake on `io` (HTTP/1.1 or HTTP/2) and one request.
+async fn exchange<IO>(
+    io: IO,
+    req: Request<Full<Bytes>>,
+    h2: bool,
+) -> Result<Response<Incoming>, hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await
+    }
 }
 
 pub async fn collect(response: Response<Incoming>) -> Got {
