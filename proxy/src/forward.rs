@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -99,11 +99,7 @@ pub async fn handle(
             let (route, response) = route_and_forward(&listener, &snapshot, &conn, req).await;
             (route, response, Some(permit))
         }
-        Err(_) => (
-            Arc::from("-"),
-            Ok(overloaded("listener_max_requests")),
-            None,
-        ),
+        Err(_) => (no_route(), Ok(overloaded("listener_max_requests")), None),
     };
     let response = match response {
         Ok(response) => response,
@@ -116,11 +112,17 @@ pub async fn handle(
     // The listener's in-flight slot, and the snapshot, are held until the response body is
     // done: the snapshot's last user is then the control plane's reaper, never a request, so
     // retiring its filters never stalls a worker.
-    let response = hold_until_done(response, Box::new((permit, snapshot)));
+    let response = hold_until_done(response, (permit, snapshot));
     listener
         .metrics
         .record(&route_name, response.status().as_u16(), start.elapsed());
     Ok(response)
+}
+
+/// The route name requests are counted under when none matched.
+fn no_route() -> Arc<str> {
+    static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
+    NO_ROUTE.clone()
 }
 
 async fn route_and_forward(
@@ -129,17 +131,16 @@ async fn route_and_forward(
     conn: &ConnectionInfo,
     mut req: Request<Incoming>,
 ) -> (Arc<str>, Answer) {
-    let no_route: Arc<str> = Arc::from("-");
     let Some(table) = snapshot.route_tables.get(&listener.route_config) else {
         return (
-            no_route,
+            no_route(),
             Ok(local_reply(StatusCode::NOT_FOUND, "no route configuration")),
         );
     };
     let mut authority = request_authority(&req);
     let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
-            no_route,
+            no_route(),
             Ok(local_reply(StatusCode::NOT_FOUND, "no route matched")),
         );
     };
@@ -221,7 +222,7 @@ async fn route_and_forward(
                 let local = Reply::local(local_response(local));
                 let response = respond(local, streams, Some(&env), route.timeout, &route.name)
                     .await
-                    .map(|r| hold_until_done(r, Box::new(bystanders)));
+                    .map(|r| hold_until_done(r, bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
@@ -233,7 +234,7 @@ async fn route_and_forward(
                 ));
                 let response = respond(failed, streams, Some(&env), route.timeout, &route.name)
                     .await
-                    .map(|r| hold_until_done(r, Box::new(bystanders)));
+                    .map(|r| hold_until_done(r, bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Reset => {
@@ -306,7 +307,10 @@ async fn route_and_forward(
         .size_hint()
         .upper()
         .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
-    let incoming = if streams.is_empty() || incoming.is_end_stream() {
+    let incoming = if incoming.is_end_stream() {
+        // Nothing to read, limit or watch (most requests): no wrapping to allocate.
+        body::empty()
+    } else if streams.is_empty() {
         limit(body::incoming(incoming))
     } else {
         // Filters may change the body's length, so it goes out chunked.
@@ -367,7 +371,7 @@ async fn route_and_forward(
     };
     let sent = tokio::time::timeout(
         timeout,
-        send_with_retries(cluster, &request, body, policy, timeout, &watch, &answered),
+        send_with_retries(cluster, request, body, policy, timeout, &watch, &answered),
     )
     .await
     .unwrap_or_else(|_| Sent {
@@ -395,10 +399,7 @@ async fn route_and_forward(
                 _ => sent.response,
             },
             flags: sent.flags,
-            upstream: sent
-                .upstream
-                .as_ref()
-                .map(|e| Arc::from(e.address.as_str())),
+            upstream: sent.upstream,
         },
     };
     let response = respond(
@@ -510,7 +511,7 @@ pub mod response_flags {
 
 async fn send_with_retries(
     cluster: &Arc<Cluster>,
-    request: &Outgoing,
+    mut request: Outgoing,
     mut body: RequestBody,
     policy: Option<&RetryPolicy>,
     route_timeout: Duration,
@@ -554,9 +555,18 @@ async fn send_with_retries(
             );
             return Sent::local(reply, response_flags::UPSTREAM_REMOTE_RESET);
         };
-        let result = try_once(cluster, request, attempt_body, per_try, watch, answered).await;
-        // A streamed body went out with this attempt; whatever came back is the answer.
+        // A streamed body goes out with this attempt; whatever comes back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
+        let result = try_once(
+            cluster,
+            &mut request,
+            last,
+            attempt_body,
+            per_try,
+            watch,
+            answered,
+        )
+        .await;
         match result {
             Attempt::Response(mut response, guards, endpoint) => {
                 let status = response.status();
@@ -570,7 +580,7 @@ async fn send_with_retries(
                 let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
                     .then(|| hyper::upgrade::on(&mut response));
                 let response = strip_response_hop_by_hop(response);
-                let response = hold_until_done(response, Box::new((guards, request_permit)));
+                let response = hold_until_done(response, (guards, request_permit));
                 return Sent {
                     response,
                     upgrade,
@@ -665,7 +675,8 @@ impl Failure {
 
 async fn try_once(
     cluster: &Arc<Cluster>,
-    request: &Outgoing,
+    request: &mut Outgoing,
+    last: bool,
     body: ProxyBody,
     per_try: Option<Duration>,
     watch: &body::BodyWatch,
@@ -679,7 +690,7 @@ async fn try_once(
         Err(overflow) => return Attempt::Failed(Failure::Overflow(overflow.as_str())),
     };
     let in_flight = upstream.endpoint.start_request();
-    let outgoing = match build_upstream_request(cluster, request, body) {
+    let outgoing = match build_upstream_request(cluster, request, last, body) {
         Ok(req) => req,
         Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),
     };
@@ -792,9 +803,12 @@ async fn back_off(policy: Option<&RetryPolicy>, attempt: u32) {
     tokio::time::sleep(wait).await;
 }
 
+/// The attempt's request. `last`: no attempt follows, so the headers move out of `request`
+/// instead of being copied for a retry.
 fn build_upstream_request(
     cluster: &Cluster,
-    request: &Outgoing,
+    request: &mut Outgoing,
+    last: bool,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, http::Error> {
     let authority = if request.authority.is_empty() {
@@ -802,18 +816,28 @@ fn build_upstream_request(
     } else {
         request.authority.as_str()
     };
-    // Absolute: HTTP/2 needs the scheme and authority; the pool sends HTTP/1.1 in origin form.
-    let uri = Uri::builder()
-        .scheme(cluster.scheme)
-        .authority(authority)
-        .path_and_query(request.path.clone())
-        .build()?;
+    let http2 = cluster.config.protocol == crate::config::UpstreamProtocol::Http2;
+    // HTTP/2 needs the scheme and authority in the URI; HTTP/1.1 goes out in origin form
+    // (`GET /path`, the authority in `Host`), which needs no parsing to build.
+    let uri = if http2 {
+        Uri::builder()
+            .scheme(cluster.scheme)
+            .authority(authority)
+            .path_and_query(request.path.clone())
+            .build()?
+    } else {
+        Uri::from(request.path.clone())
+    };
     let mut outgoing = Request::new(body);
     *outgoing.method_mut() = request.method.clone();
     *outgoing.uri_mut() = uri;
     // A clone copies the map's storage as is, without hashing each name again.
-    let mut headers = request.headers.clone();
-    if cluster.config.protocol == crate::config::UpstreamProtocol::Http2 {
+    let mut headers = if last {
+        std::mem::take(&mut request.headers)
+    } else {
+        request.headers.clone()
+    };
+    if http2 {
         headers.remove(header::HOST);
     } else if !headers.contains_key(header::HOST)
         && let Ok(value) = HeaderValue::from_str(authority)
@@ -925,29 +949,32 @@ fn prepare_headers(
     // hyper has already answered `Expect: 100-continue` by reading the body.
     headers.remove(header::EXPECT);
 
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => {
-            let both = format!(
-                "{existing}, {}",
-                conn.client_ip.to_str().unwrap_or("unknown")
-            );
-            if let Ok(value) = HeaderValue::from_str(&both) {
-                headers.insert(X_FORWARDED_FOR, value);
-            }
+    // Entries: each name is hashed once, whether it is read, replaced or added.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut existing) => {
+            let value = match existing.get().to_str() {
+                Ok(before) => HeaderValue::from_str(&format!(
+                    "{before}, {}",
+                    conn.client_ip.to_str().unwrap_or("unknown")
+                ))
+                .unwrap_or_else(|_| conn.client_ip.clone()),
+                Err(_) => conn.client_ip.clone(),
+            };
+            existing.insert(value);
         }
-        None => {
-            headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
+        Entry::Vacant(slot) => {
+            slot.insert(conn.client_ip.clone());
         }
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" }),
     );
-    if !headers.contains_key(&X_REQUEST_ID) {
+    if let Entry::Vacant(slot) = headers.entry(X_REQUEST_ID) {
         let mut id_buf = uuid::Uuid::encode_buffer();
         let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
         if let Ok(value) = HeaderValue::from_str(id) {
-            headers.insert(X_REQUEST_ID, value);
+            slot.insert(value);
         }
     }
     headers.remove(&X_FORWARDED_CLIENT_CERT);
@@ -965,11 +992,10 @@ fn prepare_headers(
     }
 }
 
-fn strip_response_hop_by_hop(response: Response<PooledBody>) -> Response<ProxyBody> {
-    let (mut parts, incoming) = response.into_parts();
-    let upgrade = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    Response::from_parts(parts, incoming.boxed())
+fn strip_response_hop_by_hop(mut response: Response<PooledBody>) -> Response<PooledBody> {
+    let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(response.headers_mut(), upgrade);
+    response
 }
 
 /// After both sides agreed to switch protocols, copies bytes both ways until either closes.
@@ -990,15 +1016,13 @@ fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrad
     });
 }
 
-/// Wraps a response body so that `guard` is dropped only when the body is finished (or the
-/// client goes away), keeping in-flight counts true for streaming responses.
 /// A response on its way downstream, with what `on_log` should learn about it.
 struct Reply {
     response: Response<ProxyBody>,
     /// Envoy's response flags: why the proxy answered itself, if it did.
     flags: u64,
     /// The endpoint that answered, if one did.
-    upstream: Option<Arc<str>>,
+    upstream: Option<Arc<Endpoint>>,
 }
 
 impl Reply {
@@ -1028,14 +1052,11 @@ async fn respond(
     if streams.is_empty() {
         return Ok(response);
     }
+    let upstream = reply.upstream.map(|e| Arc::<str>::from(e.address.as_str()));
     // What the upstream answered is there for the response callbacks (response.code,
     // upstream.address), as in Envoy; what the client gets is recorded again below for on_log.
     if let Some(attributes) = attributes {
-        attributes.record_response(
-            response.status().as_u16(),
-            reply.flags,
-            reply.upstream.clone(),
-        );
+        attributes.record_response(response.status().as_u16(), reply.flags, upstream.clone());
     }
     let mut pairs = filter::response_pairs(response.status(), response.headers());
     let end_of_stream = response.body().is_end_stream();
@@ -1069,16 +1090,21 @@ async fn respond(
         Phase::Reset => return Err(StreamReset),
     }
     if let Some(attributes) = attributes {
-        attributes.record_response(response.status().as_u16(), reply.flags, reply.upstream);
+        attributes.record_response(response.status().as_u16(), reply.flags, upstream);
     }
     // The filters' contexts end when the response body does (on_done, on_log, on_delete).
-    Ok(hold_until_done(response, Box::new(streams)))
+    Ok(hold_until_done(response, streams))
 }
 
-fn hold_until_done(
-    response: Response<ProxyBody>,
-    guard: Box<dyn std::any::Any + Send>,
-) -> Response<ProxyBody> {
+/// `response` with a body that keeps `guard` until it is finished (or the client goes away),
+/// keeping in-flight counts true for streaming responses. The guard lives inside the one box
+/// the body needs anyway.
+fn hold_until_done<B, G>(response: Response<B>, guard: G) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+    G: Send + 'static,
+{
     response.map(|b| {
         GuardedBody {
             inner: b,
@@ -1089,14 +1115,18 @@ fn hold_until_done(
 }
 
 pin_project_lite::pin_project! {
-    struct GuardedBody {
+    struct GuardedBody<B, G> {
         #[pin]
-        inner: ProxyBody,
-        _guard: Box<dyn std::any::Any + Send>,
+        inner: B,
+        _guard: G,
     }
 }
 
-impl http_body::Body for GuardedBody {
+impl<B, G> http_body::Body for GuardedBody<B, G>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<body::BoxError>,
+{
     type Data = Bytes;
     type Error = body::BoxError;
 
@@ -1104,7 +1134,10 @@ impl http_body::Body for GuardedBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        self.project()
+            .inner
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -36,7 +36,9 @@ pub enum RouteError {
 pub struct RouteTable {
     pub name: String,
     vhosts: Vec<VirtualHost>,
-    exact: HashMap<String, usize>,
+    /// Keys are the configuration's names (clients only look them up), so a fast unkeyed
+    /// hash is safe.
+    exact: HashMap<String, usize, rustc_hash::FxBuildHasher>,
     /// `(".example.com", vhost)` longest first.
     suffixes: Vec<(String, usize)>,
     /// `("api.", vhost)` longest first.
@@ -121,7 +123,7 @@ impl RouteTable {
         let mut table = RouteTable {
             name: cfg.name.clone(),
             vhosts: Vec::with_capacity(cfg.virtual_hosts.len()),
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             suffixes: Vec::new(),
             prefixes: Vec::new(),
             catch_all: None,
@@ -162,10 +164,16 @@ impl RouteTable {
     }
 
     fn vhost_for(&self, host: &str) -> Option<&VirtualHost> {
-        let host = strip_port(host).to_ascii_lowercase();
+        let host = strip_port(host);
+        // Most clients send the name in lower case already: no copy for them.
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(host)
+        };
         let index = self
             .exact
-            .get(&host)
+            .get(&*host)
             .copied()
             .or_else(|| {
                 self.suffixes

@@ -18,11 +18,15 @@ use crate::route::RouteTable;
 use crate::server::StartError;
 
 /// Everything a request needs to be routed.
+/// A map keyed by configuration names. The names are the operator's, never a client's, so a
+/// fast unkeyed hash is safe here, and requests look routes and clusters up by name.
+pub type ByName<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+
 pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
-    pub route_tables: HashMap<String, Arc<RouteTable>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub route_tables: ByName<Arc<RouteTable>>,
+    pub clusters: ByName<Arc<Cluster>>,
     /// Loaded filter chains by name.
     pub chains: HashMap<String, Arc<Chain>>,
     /// How this snapshot's `oci://` plugins are fetched (kept by the next snapshot when the
@@ -38,11 +42,11 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         mode: LoadMode,
     ) -> Result<Snapshot, StartError> {
-        let mut route_tables = HashMap::new();
+        let mut route_tables = ByName::default();
         for rc in &config.routes {
             route_tables.insert(rc.name.clone(), Arc::new(RouteTable::build(rc)?));
         }
-        let mut clusters = HashMap::new();
+        let mut clusters = ByName::default();
         for cc in &config.clusters {
             let before = previous.and_then(|p| p.clusters.get(&cc.name));
             clusters.insert(cc.name.clone(), Cluster::build_from(cc, before)?);

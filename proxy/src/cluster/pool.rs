@@ -109,8 +109,16 @@ impl Pool {
             return inner.send_h2(sender, request).await;
         }
         // HTTP/1.1 requests go out in origin form (`GET /path`); HTTP/2 needs the absolute URI.
-        let absolute = request.uri().clone();
-        *request.uri_mut() = origin_form(&absolute);
+        // A request already in origin form (the proxy's own, to an HTTP/1.1 cluster) is sent
+        // as it is.
+        let absolute = match request.uri().authority() {
+            Some(_) => {
+                let absolute = request.uri().clone();
+                *request.uri_mut() = origin_form(&absolute);
+                Some(absolute)
+            }
+            None => None,
+        };
         for _ in 0..STALE_ATTEMPTS {
             let Some(mut sender) = inner.take_idle() else {
                 break;
@@ -141,7 +149,9 @@ impl Pool {
                 }),
             },
             Fresh::Http2(sender) => {
-                *request.uri_mut() = absolute;
+                if let Some(absolute) = absolute {
+                    *request.uri_mut() = absolute;
+                }
                 inner.send_h2(sender, request).await
             }
         }
