@@ -606,12 +606,14 @@ async fn send_with_retries(
 struct AttemptGuards {
     in_flight: Option<InFlight>,
     rtt: Duration,
+    /// When the response head came: the EWMA's clock reading for `rtt`.
+    head_at: Instant,
 }
 
 impl Drop for AttemptGuards {
     fn drop(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
-            in_flight.finish(self.rtt);
+            in_flight.finish_at(self.rtt, self.head_at);
         }
     }
 }
@@ -682,7 +684,8 @@ async fn try_once(
     watch: &body::BodyWatch,
     answered: &filter::body::Answer,
 ) -> Attempt {
-    let Some(upstream) = cluster.pick(&request.headers) else {
+    let sent = Instant::now();
+    let Some(upstream) = cluster.pick_at(&request.headers, sent) else {
         return Attempt::Failed(Failure::NoEndpoint);
     };
     let pending = match cluster.breaker.try_pending() {
@@ -694,7 +697,6 @@ async fn try_once(
         Ok(req) => req,
         Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),
     };
-    let sent = Instant::now();
     // Without a shorter per-try limit the route's own timeout (around all attempts) is the
     // only one needed; a second timer per request is not free.
     let result = match per_try {
@@ -702,7 +704,8 @@ async fn try_once(
         None => Ok(upstream.pool.send(outgoing).await),
     };
     drop::<Permit>(pending);
-    let rtt = sent.elapsed();
+    let head_at = Instant::now();
+    let rtt = head_at.saturating_duration_since(sent);
     match result {
         Ok(Ok(response)) => {
             let outcome = if response.status().is_server_error() {
@@ -717,6 +720,7 @@ async fn try_once(
                 AttemptGuards {
                     in_flight: Some(in_flight),
                     rtt,
+                    head_at,
                 },
                 upstream.endpoint.clone(),
             )

@@ -208,15 +208,17 @@ impl Cluster {
 
     /// Picks an endpoint for a request with these headers.
     pub fn pick(&self, headers: &HeaderMap) -> Option<Upstream<'_>> {
+        self.pick_at(headers, Instant::now())
+    }
+
+    /// [`Cluster::pick`] with the caller's clock reading (the request path has one already).
+    pub fn pick_at(&self, headers: &HeaderMap, now: Instant) -> Option<Upstream<'_>> {
         let hash = self
             .hash_header
             .as_ref()
             .and_then(|name| headers.get(name))
             .map(|value| lb::hash_key(value.as_bytes()));
-        let ctx = PickContext {
-            hash,
-            now: Instant::now(),
-        };
+        let ctx = PickContext { hash, now };
         let chosen = self.lb.pick(&self.endpoints, &ctx)?;
         let index = self
             .endpoints
