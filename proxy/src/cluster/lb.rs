@@ -90,23 +90,11 @@ struct RoundRobin {
 
 impl LoadBalancer for RoundRobin {
     fn pick(&self, endpoints: &[Arc<Endpoint>], ctx: &PickContext) -> Option<Arc<Endpoint>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // The same choice as indexing `candidates`, counted instead of collected: round robin
-        // runs on every request and needs no list in the common case.
-        let available = endpoints.iter().filter(|e| e.is_available(ctx.now)).count();
-        if available > 0
-            && let Some(endpoint) = endpoints
-                .iter()
-                .filter(|e| e.is_available(ctx.now))
-                .nth(n % available)
-        {
-            return Some(endpoint.clone());
-        }
-        // None available (panic mode), or availability changed between the two passes.
         let candidates = candidates(endpoints, ctx.now);
         if candidates.is_empty() {
             return None;
         }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         Some(endpoints[candidates[n % candidates.len()]].clone())
     }
 }
