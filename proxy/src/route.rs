@@ -36,9 +36,7 @@ pub enum RouteError {
 pub struct RouteTable {
     pub name: String,
     vhosts: Vec<VirtualHost>,
-    /// Keys are the configuration's names (clients only look them up), so a fast unkeyed
-    /// hash is safe.
-    exact: HashMap<String, usize, rustc_hash::FxBuildHasher>,
+    exact: config::ByName<usize>,
     /// `(".example.com", vhost)` longest first.
     suffixes: Vec<(String, usize)>,
     /// `("api.", vhost)` longest first.

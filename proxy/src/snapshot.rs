@@ -11,17 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{ByName, Config};
 use crate::filter::source::Sources;
 use crate::filter::{self, Chain, LoadMode};
 use crate::route::RouteTable;
 use crate::server::StartError;
 
 /// Everything a request needs to be routed.
-/// A map keyed by configuration names. The names are the operator's, never a client's, so a
-/// fast unkeyed hash is safe here, and requests look routes and clusters up by name.
-pub type ByName<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
-
 pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,

@@ -17,6 +17,10 @@ pub use model::*;
 
 use locate::Locator;
 
+/// A map keyed by names the configuration gives (route tables, clusters, domains). Requests
+/// look these up on every call and clients never add to them, so a fast unkeyed hash is safe.
+pub type ByName<V> = std::collections::HashMap<String, V, rustc_hash::FxBuildHasher>;
+
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
