@@ -1153,7 +1153,6 @@ where
     }
 }
 
-/// The listener's chain followed by the route's.
 /// The plugins a request runs through: the listener's chain, then the route's. `Err` names
 /// why a chain refuses requests (a `fail_closed` plugin it could not fetch).
 fn filter_chain(
