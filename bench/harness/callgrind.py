@@ -28,6 +28,9 @@ class Profile:
     edges: dict[tuple[str, str], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0]))
     jit: set[str] = field(default_factory=set)
+    # Every event's whole-run total (Ir, and with --cache-sim/--branch-sim the simulated cache
+    # misses and mispredicted branches), from the file's summary line.
+    events: dict[str, int] = field(default_factory=dict)
 
     def inclusive(self, name: str) -> int:
         return self.self_cost.get(name, 0) + self.call_cost.get(name, 0)
@@ -42,6 +45,7 @@ def parse(path: str) -> Profile:
     call_next = False
     callee = None
     calls = 0
+    event_names: list[str] = []
 
     def resolve(value: str, table: dict[str, str]) -> str:
         m = _NAME.match(value.strip())
@@ -71,6 +75,13 @@ def parse(path: str) -> Profile:
                 else:
                     p.self_cost[current] += cost
                     p.total += cost
+                continue
+            if line.startswith(("events:", "summary:", "totals:")):
+                key, _, value = line.partition(":")
+                if key == "events":
+                    event_names = value.split()
+                else:
+                    p.events = dict(zip(event_names, map(int, value.split())))
                 continue
             key, _, value = line.partition("=")
             if key == "ob":
@@ -132,6 +143,11 @@ def main() -> None:
     p = parse(args.file)
     n = args.requests
     print(f"instructions per request: {p.total / n:,.0f}  ({p.total:,} over {n:,} requests)")
+    if "I1mr" in p.events:
+        e = {k: v / n for k, v in p.events.items()}
+        print(f"simulated per request: L1i misses {e['I1mr']:,.0f}, L1d misses "
+              f"{e['D1mr'] + e['D1mw']:,.0f}"
+              + (f", mispredicted branches {e['Bcm'] + e['Bim']:,.0f}" if "Bcm" in e else ""))
     print(f"\ntop {args.top} functions by inclusive instructions per request "
           "(scheduler and connection frames left out):")
     skip = re.compile(r"^(clone|start_thread|0x|std::|core::ops::function|tokio::runtime::"
