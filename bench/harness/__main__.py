@@ -53,6 +53,11 @@ def main() -> int:
     jwks, token = make_jwt(work / "pki")
     chain, chain_notes = stock_chain(Path(args.filters_wasm_dir), Path(args.repo), jwks)
     plan = scenarios(Path(args.headers_wasm), Path(args.body_wasm), chain, chain_notes, token)
+    if args.wasmesh_pgo:
+        for s in plan:
+            if "wasmesh" in s.targets:
+                at = s.targets.index("wasmesh") + 1
+                s.targets = (*s.targets[:at], "wasmesh-pgo", *s.targets[at:])
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - {s.name for s in plan}
@@ -142,6 +147,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bench-dir", required=True)
     p.add_argument("--wasmesh", required=True)
     p.add_argument("--wasmesh-profile", required=True)
+    p.add_argument("--wasmesh-pgo", help="a profile-guided wasmesh (bench/pgo), measured "
+                   "beside the other as target wasmesh-pgo")
     p.add_argument("--envoy", required=True)
     p.add_argument("--headers-wasm", required=True)
     p.add_argument("--body-wasm", required=True)
@@ -198,8 +205,9 @@ def start_target(ctx: Context, s: Scenario, name: str) -> Target:
     # directory, and the load generators' logs in the work directory would wake it per request.
     w = ctx.work / f"{name}-{s.name}"
     w.mkdir(exist_ok=True)
-    if name == "wasmesh":
-        launch = configs.wasmesh(Path(ctx.args.wasmesh), s, port, upstream_port, ctx.pki, w)
+    if name in ("wasmesh", "wasmesh-pgo"):
+        bin = ctx.args.wasmesh if name == "wasmesh" else ctx.args.wasmesh_pgo
+        launch = configs.wasmesh(Path(bin), s, port, upstream_port, ctx.pki, w)
     elif name == "envoy":
         launch = configs.envoy(Path(ctx.args.envoy), s, port, upstream_port, ctx.pki, w)
     elif name == "nginx":
@@ -532,7 +540,9 @@ def describe(args: argparse.Namespace, timing: Timing) -> dict:
             "wasmesh": f"{first_line([args.wasmesh, '--version'])}, git {rev}"
                        + (" with local changes" if dirty else "")
                        + (f", {args.wasmesh_profile} build" if args.wasmesh_profile != "given"
-                          else f", {args.wasmesh} (WASMESH_BIN)"),
+                          else f", {args.wasmesh} (WASMESH_BIN)")
+                       + (f"; wasmesh-pgo: {args.wasmesh_pgo} (bench/pgo: release profile "
+                          "and PGO trained on this suite)" if args.wasmesh_pgo else ""),
             "Envoy": first_line([args.envoy, "--version"]).split("version:")[-1].strip(),
             "nginx": first_line(["nginx", "-v"]),
             "HAProxy": first_line(["haproxy", "-v"]),

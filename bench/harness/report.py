@@ -5,8 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-COLORS = {"direct": "#9e9e9e", "wasmesh": "#1f77b4", "envoy": "#d62728",
-          "nginx": "#2ca02c", "haproxy": "#ff7f0e"}
+COLORS = {"direct": "#9e9e9e", "wasmesh": "#1f77b4", "wasmesh-pgo": "#17becf",
+          "envoy": "#d62728", "nginx": "#2ca02c", "haproxy": "#ff7f0e"}
+
+
+def _proxies(results: dict) -> list[str]:
+    """The proxies measured in this run, wasmesh's builds first."""
+    present = {t for s in results["scenarios"] for t in s["targets"]}
+    return [p for p in ("wasmesh", "wasmesh-pgo", "envoy", "nginx", "haproxy") if p in present]
 
 
 def _f(v: float | None, fmt: str = "{:,.0f}") -> str:
@@ -98,6 +104,13 @@ def markdown(results: dict) -> str:
         "encryption, not handshakes.",
         "- Same request decoration everywhere: x-forwarded-for, x-forwarded-proto and a "
         "generated x-request-id; no access logs; no per-connection request limit.",
+    ]
+    if "wasmesh-pgo" in _proxies(results):
+        out.append(
+            "- **wasmesh-pgo**: the same source as `wasmesh`, built by `bench/pgo`: the release "
+            "profile with profile-guided optimisation, trained on a short run of this suite's wasmesh scenarios. What changes is code layout and "
+            "inlining, not what a request does.")
+    out += [
         "",
         "## Summary",
         "",
@@ -106,13 +119,14 @@ def markdown(results: dict) -> str:
         "latency.",
         "",
     ]
+    proxies = _proxies(results)
     header = "| scenario | " + " | ".join(
-        f"{p} req/s | {p} CPU | {p} p99" for p in ("wasmesh", "envoy", "nginx", "haproxy")
+        f"{p} req/s | {p} CPU | {p} p99" for p in proxies
     ) + " |"
-    out += [header, "|---" * (1 + 12) + "|"]
+    out += [header, "|---" * (1 + 3 * len(proxies)) + "|"]
     for s in results["scenarios"]:
         row = [s["name"]]
-        for p in ("wasmesh", "envoy", "nginx", "haproxy"):
+        for p in proxies:
             c = s["targets"].get(p)
             row += [_f(_sat(c, "rps")), _f(_sat(c, "cpu_per_10k"), "{:.3f}"),
                     _f(_rate(c, low, "p99_us"))]
@@ -121,13 +135,13 @@ def markdown(results: dict) -> str:
             + " | ".join(f"p99 @{r:,}/s ratio" for r in rates) + " | peak RSS ratio |",
             "|---|---|---|---|" + "---|" * len(rates) + "---|"]
     for s in results["scenarios"]:
-        w = s["targets"].get("wasmesh")
-        for peer in ("envoy", "nginx"):
-            c = s["targets"].get(peer)
+        for ours, peer in (("wasmesh", "envoy"), ("wasmesh", "nginx"),
+                           ("wasmesh-pgo", "envoy"), ("wasmesh-pgo", "nginx")):
+            w, c = s["targets"].get(ours), s["targets"].get(peer)
             if not w or not c:
                 continue
             out.append(
-                f"| {s['name']} | wasmesh/{peer} | {_ratio(_sat(w, 'rps'), _sat(c, 'rps'))} | "
+                f"| {s['name']} | {ours}/{peer} | {_ratio(_sat(w, 'rps'), _sat(c, 'rps'))} | "
                 f"{_ratio(_sat(w, 'cpu_per_10k'), _sat(c, 'cpu_per_10k'))} | "
                 + " | ".join(_ratio(_rate(w, r, "p99_us"), _rate(c, r, "p99_us")) for r in rates)
                 + f" | {_ratio(w.get('peak_rss_mib'), c.get('peak_rss_mib'))} |")
@@ -149,7 +163,7 @@ def markdown(results: dict) -> str:
 
 def _per_filter(results: dict) -> dict[str, list[float | None]]:
     found = {}
-    for p in ("wasmesh", "envoy"):
+    for p in ("wasmesh", "wasmesh-pgo", "envoy"):
         base = _sat(_get(results, "plain", p), "cpu_per_10k")
         vals = []
         for scenario, n in (("filters-1", 1), ("filters-5", 5), ("body-rewrite", 1)):
