@@ -68,6 +68,8 @@ def main() -> int:
         plan = [s for s in plan if s.name in wanted]
     if args.targets:
         keep = set(args.targets.split(","))
+        if args.wasmesh_pgo and "wasmesh" in keep:
+            keep.add("wasmesh-pgo")  # --pgo asks for it beside wasmesh
         for s in plan:
             s.targets = tuple(t for t in s.targets if t in keep)
         plan = [s for s in plan if s.targets]

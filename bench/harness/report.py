@@ -108,8 +108,9 @@ def markdown(results: dict) -> str:
     if "wasmesh-pgo" in _proxies(results):
         out.append(
             "- **wasmesh-pgo**: the same source as `wasmesh`, built by `bench/pgo`: the release "
-            "profile with profile-guided optimisation, trained on a short run of this suite's wasmesh scenarios. What changes is code layout and "
-            "inlining, not what a request does.")
+            "profile with profile-guided optimisation, trained on a short run of this suite's "
+            "wasmesh scenarios. What changes is code layout and inlining, not what a request "
+            "does.")
     out += [
         "",
         "## Summary",
