@@ -108,28 +108,39 @@ impl http_body::Body for Watched {
     }
 }
 
-/// `body`, cut off with an error when it stays silent (no frame, no end) for `limit`: an
-/// upstream that stalls in the middle of its response must not hold the client forever. The
-/// timer is armed only while the body waits, so a body that is ready costs nothing.
-pub fn idle_limited(body: ProxyBody, limit: Duration) -> ProxyBody {
-    IdleLimited {
+/// The end of a route's timeout, for the response body that must finish by then.
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    /// Counts the bodies cut off at `at` (the cluster's `upstream_rq_timeout`).
+    pub expired: metrics::Counter,
+}
+
+/// `body`, cut off with an error when it stays silent (no frame, no end) for `idle`, or is
+/// still going at `deadline`: an upstream that stalls in the middle of its response, or
+/// trickles it for ever, must not hold the client past its route's limits. The timer is armed
+/// only while the body waits, so a body that is ready costs nothing; one that outlives its
+/// deadline is cut at its next wait.
+pub fn time_limited(body: ProxyBody, idle: Duration, deadline: Option<Deadline>) -> ProxyBody {
+    TimeLimited {
         inner: body,
-        limit,
+        idle,
+        deadline,
         timer: None,
         armed: false,
     }
     .boxed_unsync()
 }
 
-struct IdleLimited {
+struct TimeLimited {
     inner: ProxyBody,
-    limit: Duration,
+    idle: Duration,
+    deadline: Option<Deadline>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `timer` counts the current wait (it is re-armed after each frame).
     armed: bool,
 }
 
-impl http_body::Body for IdleLimited {
+impl http_body::Body for TimeLimited {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -144,22 +155,33 @@ impl http_body::Body for IdleLimited {
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.limit;
+                let idle_at = tokio::time::Instant::now() + this.idle;
+                let wake_at = this
+                    .deadline
+                    .as_ref()
+                    .map_or(idle_at, |deadline| idle_at.min(deadline.at));
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
                 if !this.armed {
-                    timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(wake_at);
                     this.armed = true;
                 }
-                if timer.as_mut().poll(cx).is_ready() {
-                    let limit = this.limit;
-                    return Poll::Ready(Some(Err(format!(
-                        "the upstream's response body was silent for {limit:?} (idle_timeout)"
-                    )
-                    .into())));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                let message = match &this.deadline {
+                    Some(deadline) if tokio::time::Instant::now() >= deadline.at => {
+                        deadline.expired.increment(1);
+                        "the upstream's response did not finish within the route's timeout"
+                            .to_string()
+                    }
+                    _ => format!(
+                        "the upstream's response body was silent for {:?} (idle_timeout)",
+                        this.idle
+                    ),
+                };
+                Poll::Ready(Some(Err(message.into())))
             }
         }
     }

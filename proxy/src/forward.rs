@@ -210,7 +210,7 @@ async fn route_and_forward(
             &env,
             &mut pairs,
             end_of_stream,
-            route.timeout,
+            route.pause_limit(),
             &mut streams,
             &mut bystanders,
         )
@@ -220,9 +220,10 @@ async fn route_and_forward(
             Phase::Respond(local) => {
                 env.keep_request_headers(pairs);
                 let local = Reply::local(local_response(local));
-                let response = respond(local, streams, Some(&env), route.timeout, &route.name)
-                    .await
-                    .map(|r| hold_until_done(r, bystanders));
+                let response =
+                    respond(local, streams, Some(&env), route.pause_limit(), &route.name)
+                        .await
+                        .map(|r| hold_until_done(r, bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
@@ -232,9 +233,15 @@ async fn route_and_forward(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "filter failed",
                 ));
-                let response = respond(failed, streams, Some(&env), route.timeout, &route.name)
-                    .await
-                    .map(|r| hold_until_done(r, bystanders));
+                let response = respond(
+                    failed,
+                    streams,
+                    Some(&env),
+                    route.pause_limit(),
+                    &route.name,
+                )
+                .await
+                .map(|r| hold_until_done(r, bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Reset => {
@@ -298,7 +305,11 @@ async fn route_and_forward(
         None => filter::RouterHints::default(),
     };
     let policy = hints.retry.as_ref().or(route.retry.as_ref());
-    let timeout = hints.timeout.unwrap_or(route.timeout);
+    // A hinted 0 means no timeout, as Envoy's `x-envoy-upstream-rq-timeout-ms: 0` does.
+    let timeout = match hints.timeout {
+        Some(hinted) => (!hinted.is_zero()).then_some(hinted),
+        None => route.timeout,
+    };
     // A filter answering from a request body or trailers callback leaves its answer here.
     let answered = filter::body::Answer::default();
     // Whether the body is small enough to keep for retries, judged before filters (which hide
@@ -332,7 +343,7 @@ async fn route_and_forward(
                 reply,
                 streams,
                 attributes.as_ref(),
-                route.timeout,
+                route.pause_limit(),
                 &route_name,
             )
             .await;
@@ -351,7 +362,7 @@ async fn route_and_forward(
                 reply,
                 streams,
                 attributes.as_ref(),
-                route.timeout,
+                route.pause_limit(),
                 &route_name,
             )
             .await;
@@ -369,17 +380,20 @@ async fn route_and_forward(
         path,
         headers: parts.headers,
     };
-    let sent = tokio::time::timeout(
-        timeout,
-        send_with_retries(cluster, request, body, policy, timeout, &watch, &answered),
-    )
-    .await
-    .unwrap_or_else(|_| Sent {
-        response: local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-        upgrade: None,
-        upstream: None,
-        flags: response_flags::UPSTREAM_REQUEST_TIMEOUT,
-    });
+    // The route timeout runs from here until the response body ends.
+    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
+    let sending = send_with_retries(cluster, request, body, policy, timeout, &watch, &answered);
+    let sent = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, sending)
+            .await
+            .unwrap_or_else(|_| Sent {
+                response: local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                upgrade: None,
+                upstream: None,
+                flags: response_flags::UPSTREAM_REQUEST_TIMEOUT,
+            }),
+        None => sending.await,
+    };
     let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
     let upstream_upgrade = if local.is_some() { None } else { sent.upgrade };
     let reply = match local {
@@ -393,9 +407,15 @@ async fn route_and_forward(
             // A 101's body is the upgraded connection, spliced below; any other upstream
             // body must keep moving.
             response: match (&sent.upstream, sent.response.status()) {
-                (Some(_), status) if status != StatusCode::SWITCHING_PROTOCOLS => sent
-                    .response
-                    .map(|b| body::idle_limited(b, route.idle_timeout)),
+                (Some(_), status) if status != StatusCode::SWITCHING_PROTOCOLS => {
+                    sent.response.map(|b| {
+                        let deadline = deadline.map(|at| body::Deadline {
+                            at,
+                            expired: cluster.counters.timeout.clone(),
+                        });
+                        body::time_limited(b, route.idle_timeout, deadline)
+                    })
+                }
                 _ => sent.response,
             },
             flags: sent.flags,
@@ -406,7 +426,7 @@ async fn route_and_forward(
         reply,
         streams,
         attributes.as_ref(),
-        route.timeout,
+        route.pause_limit(),
         &route_name,
     )
     .await;
@@ -514,7 +534,7 @@ async fn send_with_retries(
     mut request: Outgoing,
     mut body: RequestBody,
     policy: Option<&RetryPolicy>,
-    route_timeout: Duration,
+    route_timeout: Option<Duration>,
     watch: &body::BodyWatch,
     answered: &filter::body::Answer,
 ) -> Sent {
@@ -530,7 +550,7 @@ async fn send_with_retries(
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let per_try = policy
         .and_then(|p| p.per_try_timeout)
-        .filter(|limit| *limit < route_timeout);
+        .filter(|limit| route_timeout.is_none_or(|route| *limit < route));
     let mut attempt = 0;
     loop {
         attempt += 1;

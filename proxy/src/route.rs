@@ -57,7 +57,8 @@ pub struct Route {
     path: PathMatch,
     headers: Vec<HeaderMatcher>,
     pub action: RouteAction,
-    pub timeout: Duration,
+    /// Until the response is complete, retries included; `None`: no limit (`timeout: 0s`).
+    pub timeout: Option<Duration>,
     /// Longest silence in an upstream response body (`idle_timeout`).
     pub idle_timeout: Duration,
     pub retry: Option<RetryPolicy>,
@@ -264,7 +265,7 @@ fn compile_route(vhost: &str, index: usize, cfg: &config::Route) -> Result<Route
         path,
         headers,
         action,
-        timeout: cfg.timeout,
+        timeout: (!cfg.timeout.is_zero()).then_some(cfg.timeout),
         idle_timeout: cfg.idle_timeout,
         retry: cfg.retry_policy.clone(),
         filter_chain: cfg.filter_chain.clone(),
@@ -272,6 +273,12 @@ fn compile_route(vhost: &str, index: usize, cfg: &config::Route) -> Result<Route
 }
 
 impl Route {
+    /// How long a filter may pause the request or response: the route timeout, or the idle
+    /// timeout on a route without one.
+    pub fn pause_limit(&self) -> Duration {
+        self.timeout.unwrap_or(self.idle_timeout)
+    }
+
     fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),

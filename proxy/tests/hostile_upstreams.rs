@@ -2,8 +2,8 @@
 //! reset, stall, answer garbage or refuse connections, next to a good one. With retries,
 //! timeouts, outlier ejection and circuit breaking the clients barely notice, and no request
 //! outlives its route's timeout. A response cut short is never passed off as complete, a body
-//! that stalls is cut at the route's idle timeout, and a registry serving a tampered module
-//! never gets it into a proxy that follows its tag.
+//! that stalls is cut at the route's idle timeout and one that trickles on at its timeout, and
+//! a registry serving a tampered module never gets it into a proxy that follows its tag.
 
 mod support;
 
@@ -38,6 +38,10 @@ enum Fault {
     TruncatedBody,
     /// Sends a head promising 100 bytes, 10 of them, and then nothing, forever.
     StalledBody,
+    /// Sends a chunked body a byte every 100 ms, for ever: never silent, never done.
+    TricklingBody,
+    /// Sends a chunked body a byte every 100 ms, 15 bytes in all.
+    SlowBody,
 }
 
 /// A raw TCP server on loopback misbehaving with `fault` on every connection.
@@ -77,6 +81,19 @@ async fn bad_upstream(fault: Fault) -> (SocketAddr, tokio::task::JoinHandle<()>)
                         let _ = tcp
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
                             .await;
+                    }
+                    Fault::TricklingBody | Fault::SlowBody => {
+                        // One response per connection: the proxy must not reuse it.
+                        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+                        let mut sent = tcp.write_all(head).await;
+                        let mut count = 0;
+                        while sent.is_ok() && (matches!(fault, Fault::TricklingBody) || count < 15)
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            sent = tcp.write_all(b"1\r\nx\r\n").await;
+                            count += 1;
+                        }
+                        let _ = tcp.write_all(b"0\r\n\r\n").await;
                     }
                 }
                 drop(tcp);
@@ -223,6 +240,44 @@ async fn a_body_that_stalls_is_cut_at_the_idle_timeout() {
             .unwrap_or_else(|_| panic!("h2={h2}: the stalled body held the client"));
         assert_eq!(status, StatusCode::OK, "h2={h2}");
         assert!(body.is_err(), "h2={h2}: {body:?}");
+    }
+}
+
+/// An upstream that trickles its body for ever, never silent long enough for the idle timeout:
+/// the route timeout (Envoy's: until the response is complete) cuts it off, and counts it.
+#[tokio::test]
+async fn a_body_that_outlives_the_route_timeout_is_cut_there() {
+    let (bad, _server) = bad_upstream(Fault::TricklingBody).await;
+    let proxy = Proxy::start(&simple_config("", &[bad], "            timeout: 1s\n"));
+    for h2 in [false, true] {
+        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
+            .await
+            .unwrap_or_else(|_| panic!("h2={h2}: the trickling body held the client"));
+        assert_eq!(status, StatusCode::OK, "h2={h2}");
+        assert!(body.is_err(), "h2={h2}: {body:?}");
+    }
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    let timeouts = stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("wasmesh_upstream_requests_total") && l.contains("outcome=\"timeout\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(timeouts, 2.0, "{stats}");
+}
+
+/// `timeout: 0s` turns the route timeout off (as in Envoy): a slow body arrives whole.
+#[tokio::test]
+async fn a_route_timeout_of_zero_lets_a_slow_body_finish() {
+    let (slow, _server) = bad_upstream(Fault::SlowBody).await;
+    let proxy = Proxy::start(&simple_config("", &[slow], "            timeout: 0s\n"));
+    for h2 in [false, true] {
+        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
+            .await
+            .unwrap_or_else(|_| panic!("h2={h2}: the slow body never finished"));
+        assert_eq!(status, StatusCode::OK, "h2={h2}");
+        assert_eq!(body.as_deref(), Ok(&b"xxxxxxxxxxxxxxx"[..]), "h2={h2}");
     }
 }
 

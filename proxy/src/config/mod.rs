@@ -658,7 +658,6 @@ drain_timeout: 0s
             "test.yaml:14: routes[0].virtual_hosts[0].routes[0].match.prefix: \"users\" must start with '/'",
             "test.yaml:15: routes[0].virtual_hosts[0].routes[0].cluster: no cluster named \"nowhere\" in clusters",
             "test.yaml:16: routes[0].virtual_hosts[0].routes[1].match: only one of prefix, path or regex may be set, found prefix and path",
-            "test.yaml:18: routes[0].virtual_hosts[0].routes[1].timeout: must be greater than 0",
             "test.yaml:19: routes[0].virtual_hosts[0].routes[1].retry_policy.retriable_status_codes: required when retry_on includes retriable-status-codes",
             "test.yaml:21: routes[0].virtual_hosts[0].routes[1].retry_policy.num_retries: must be at most 10",
             "test.yaml:23: routes[0].virtual_hosts[1].domains[0]: domain \"A.com\" is also in routes[0].virtual_hosts[0]",

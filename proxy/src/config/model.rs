@@ -213,8 +213,9 @@ pub struct Route {
     /// ...or split between these by weight.
     #[serde(default)]
     pub weighted_clusters: Vec<WeightedCluster>,
-    /// Time allowed from sending the request upstream to receiving response headers,
-    /// retries included.
+    /// Time allowed from sending the request upstream until the response is complete (its
+    /// headers and its body), retries included: Envoy's route timeout. `0s` turns it off, for
+    /// responses that stream without end; filter pauses are then bounded by `idle_timeout`.
     #[serde(default = "defaults::route_timeout", with = "duration")]
     pub timeout: Duration,
     /// Longest silence allowed in the upstream's response body once its headers arrived

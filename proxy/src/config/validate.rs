@@ -371,7 +371,6 @@ impl Validator {
                 format!("weights must add up to at most {}", u32::MAX),
             );
         }
-        self.positive(&format!("{at}.timeout"), route.timeout);
         self.positive(&format!("{at}.idle_timeout"), route.idle_timeout);
         if let Some(policy) = &route.retry_policy {
             self.retry_policy(&format!("{at}.retry_policy"), policy);

@@ -232,7 +232,7 @@ async fn settle(
 /// | `wasmesh.num_retries` | retries (at most 10) |
 /// | `wasmesh.per_try_timeout_ms` | each attempt's limit |
 /// | `wasmesh.retriable_status_codes` | comma-separated status codes |
-/// | `wasmesh.timeout_ms` | the request's timeout (until response headers, retries included) |
+/// | `wasmesh.timeout_ms` | the request's timeout (until the response is complete, retries included; `0`: none) |
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RouterHints {
     pub retry: Option<crate::config::RetryPolicy>,
