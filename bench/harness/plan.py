@@ -126,9 +126,10 @@ def stock_chain_configs(jwks: dict) -> dict[str, tuple[dict, str, tuple[str, ...
             "",
             (),
         ),
-        # Allow GETs from the token's subject. It is read from the header jwt-authn sets (and
-        # strips from what clients send): wasmesh keeps filter state per plugin, so rbac's
-        # `jwt_claim` principal does not see jwt-authn's `wasmesh.jwt.claims` there yet.
+        # Allow GETs from the token's subject, read from the header jwt-authn sets (and strips
+        # from what clients send). On wasmesh rbac's `jwt_claim` principal would also see
+        # jwt-authn's claims (filter state is shared along a chain; proxy/tests/mesh.rs), but
+        # the header keeps the chain the same for Envoy, where that was not checked.
         "rbac": (
             {
                 "action": "ALLOW",
