@@ -248,7 +248,8 @@ async fn a_body_that_stalls_is_cut_at_the_idle_timeout() {
 #[tokio::test]
 async fn a_body_that_outlives_the_route_timeout_is_cut_there() {
     let (bad, _server) = bad_upstream(Fault::TricklingBody).await;
-    let proxy = Proxy::start(&simple_config("", &[bad], "            timeout: 1s\n"));
+    // 2 s: ample for the head to arrive first on a loaded machine; the body never ends.
+    let proxy = Proxy::start(&simple_config("", &[bad], "            timeout: 2s\n"));
     for h2 in [false, true] {
         let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
             .await
