@@ -177,6 +177,17 @@ async fn a_failing_endpoint_next_to_a_good_one_barely_hurts_and_nothing_hangs() 
 
 /// Reads a response over a fresh connection (HTTP/1.1 or h2c); the body is an error when it
 /// was cut short.
+/// `fetch(addr, "/", h2)`, failing the test with `what` if it takes longer than the margin.
+async fn fetch_within_margin(
+    addr: SocketAddr,
+    h2: bool,
+    what: &str,
+) -> (StatusCode, Result<Bytes, String>) {
+    tokio::time::timeout(HANG_MARGIN, fetch(addr, "/", h2))
+        .await
+        .unwrap_or_else(|_| panic!("h2={h2}: {what}"))
+}
+
 async fn fetch(addr: SocketAddr, path: &str, h2: bool) -> (StatusCode, Result<Bytes, String>) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let req = Request::get(format!("http://t:{}{path}", addr.port()))
@@ -219,9 +230,7 @@ async fn a_response_cut_mid_body_is_never_passed_off_as_complete() {
     let (bad, _server) = bad_upstream(Fault::TruncatedBody).await;
     let proxy = Proxy::start(&simple_config("", &[bad], ""));
     for h2 in [false, true] {
-        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
-            .await
-            .expect("hung");
+        let (status, body) = fetch_within_margin(proxy.addr("main"), h2, "hung").await;
         assert!(
             body.is_err(),
             "h2={h2}: a truncated body arrived as complete ({status}, {body:?})"
@@ -235,9 +244,8 @@ async fn a_body_that_stalls_is_cut_at_the_idle_timeout() {
     let (bad, _server) = bad_upstream(Fault::StalledBody).await;
     let proxy = Proxy::start(&simple_config("", &[bad], "            idle_timeout: 1s\n"));
     for h2 in [false, true] {
-        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
-            .await
-            .unwrap_or_else(|_| panic!("h2={h2}: the stalled body held the client"));
+        let (status, body) =
+            fetch_within_margin(proxy.addr("main"), h2, "the stalled body held the client").await;
         assert_eq!(status, StatusCode::OK, "h2={h2}");
         assert!(body.is_err(), "h2={h2}: {body:?}");
     }
@@ -251,20 +259,16 @@ async fn a_body_that_outlives_the_route_timeout_is_cut_there() {
     // 2 s: ample for the head to arrive first on a loaded machine; the body never ends.
     let proxy = Proxy::start(&simple_config("", &[bad], "            timeout: 2s\n"));
     for h2 in [false, true] {
-        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
-            .await
-            .unwrap_or_else(|_| panic!("h2={h2}: the trickling body held the client"));
+        let (status, body) =
+            fetch_within_margin(proxy.addr("main"), h2, "the trickling body held the client").await;
         assert_eq!(status, StatusCode::OK, "h2={h2}");
         assert!(body.is_err(), "h2={h2}: {body:?}");
     }
     let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
-    let timeouts = stats
-        .lines()
-        .filter(|l| {
-            l.starts_with("wasmesh_upstream_requests_total") && l.contains("outcome=\"timeout\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let timeouts = metric_sum(
+        &stats,
+        "wasmesh_upstream_requests_total{cluster=\"backend\",outcome=\"timeout\"}",
+    );
     assert_eq!(timeouts, 2.0, "{stats}");
 }
 
@@ -274,9 +278,8 @@ async fn a_route_timeout_of_zero_lets_a_slow_body_finish() {
     let (slow, _server) = bad_upstream(Fault::SlowBody).await;
     let proxy = Proxy::start(&simple_config("", &[slow], "            timeout: 0s\n"));
     for h2 in [false, true] {
-        let (status, body) = tokio::time::timeout(HANG_MARGIN, fetch(proxy.addr("main"), "/", h2))
-            .await
-            .unwrap_or_else(|_| panic!("h2={h2}: the slow body never finished"));
+        let (status, body) =
+            fetch_within_margin(proxy.addr("main"), h2, "the slow body never finished").await;
         assert_eq!(status, StatusCode::OK, "h2={h2}");
         assert_eq!(body.as_deref(), Ok(&b"xxxxxxxxxxxxxxx"[..]), "h2={h2}");
     }
