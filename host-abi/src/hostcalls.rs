@@ -17,7 +17,7 @@ use crate::headers::{self, HeaderMap};
 use crate::limits;
 use crate::shared::QueueOwner;
 use crate::state::{Ctx, HostState, RootEnd, read, read_str, return_bytes, write_u32, write_u64};
-use crate::stream::{LocalResponse, LoggedHeaders};
+use crate::stream::{KeptHeaders, LocalResponse};
 
 type R = wasmtime::Result<i32>;
 
@@ -67,25 +67,72 @@ fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i3
     })
 }
 
-/// In a stream's `proxy_on_log` (and `on_done`, `on_delete`), fetches a request or response
-/// header map back from the embedder if it moved the map on and left the stream's empty (see
-/// `StreamEnv::logged_headers`); once per map, and only when a filter reads it.
-fn fill_logged(state: &mut HostState, map_type: i32) {
-    if !state.logging {
-        return;
-    }
+/// Fetches a request or response header map back from the embedder if it moved the map on
+/// after its headers phase and left the stream's empty (see `StreamEnv::kept_headers`), so a
+/// filter reads the request's headers in its body and response callbacks, and both maps in
+/// `proxy_on_log`, as in Envoy; once per map, and only when a filter touches it. Edits made
+/// then stay the filter's own: what they would have changed has already gone on.
+fn fill_kept(state: &mut HostState, map_type: i32) {
     let Some(stream) = state.stream.as_mut() else {
         return;
     };
     let (map, which) = match map_type {
-        map::HTTP_REQUEST_HEADERS => (&mut stream.request_headers, LoggedHeaders::Request),
-        map::HTTP_RESPONSE_HEADERS => (&mut stream.response_headers, LoggedHeaders::Response),
+        map::HTTP_REQUEST_HEADERS => (&mut stream.request_headers, KeptHeaders::Request),
+        map::HTTP_RESPONSE_HEADERS => (&mut stream.response_headers, KeptHeaders::Response),
         _ => return,
     };
     if map.is_empty()
-        && let Some(logged) = stream.env.logged_headers(which)
+        && let Some(kept) = stream.env.kept_headers(which)
     {
-        *map = logged;
+        *map = kept;
+    }
+}
+
+/// Envoy's header attributes: `request.headers` and `response.headers` (the map type they
+/// read), with the rest of the path (a header name, or nothing for the whole map).
+fn header_attribute(path: &[String]) -> Option<(i32, &[String])> {
+    match path {
+        [scope, headers, rest @ ..] if headers == "headers" => match scope.as_str() {
+            "request" => Some((map::HTTP_REQUEST_HEADERS, rest)),
+            "response" => Some((map::HTTP_RESPONSE_HEADERS, rest)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A header attribute's value as Envoy encodes it: one header's values joined with `,`
+/// (`HeaderUtility::getAllOfHeaderAsString`), or the whole map as proxy-wasm pairs, one per
+/// name, values joined the same way (a CEL map serialized by `Context::getProperty`).
+fn header_attribute_value(m: &HeaderMap, rest: &[String]) -> Option<Vec<u8>> {
+    let joined = |name: &str| {
+        let mut values = m
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice());
+        let first = values.next()?.to_vec();
+        Some(values.fold(first, |mut all, v| {
+            all.push(b',');
+            all.extend_from_slice(v);
+            all
+        }))
+    };
+    match rest {
+        [] => {
+            let mut names: Vec<&str> = Vec::new();
+            for (k, _) in m {
+                if !names.contains(&k.as_str()) {
+                    names.push(k);
+                }
+            }
+            let pairs: HeaderMap = names
+                .into_iter()
+                .filter_map(|name| Some((name.to_string(), joined(name)?)))
+                .collect();
+            Some(headers::serialize(&pairs))
+        }
+        [name] => joined(&name.to_ascii_lowercase()),
+        _ => None,
     }
 }
 
@@ -382,7 +429,7 @@ pub(crate) fn link(
         provided,
         "proxy_get_header_map_size",
         |mut c: Ctx<'_>, ty: i32, out: i32| -> R {
-            fill_logged(c.data_mut(), ty);
+            fill_kept(c.data_mut(), ty);
             let size = match tri!(header_map(c.data(), ty)) {
                 Some(m) => headers::serialize(m).len(),
                 None => 4,
@@ -396,7 +443,7 @@ pub(crate) fn link(
         provided,
         "proxy_get_header_map_pairs",
         |mut c: Ctx<'_>, ty: i32, ptr_out: i32, len_out: i32| -> R {
-            fill_logged(c.data_mut(), ty);
+            fill_kept(c.data_mut(), ty);
             let bytes = match tri!(header_map(c.data(), ty)) {
                 Some(m) => headers::serialize(m),
                 None => headers::serialize(&[]),
@@ -432,7 +479,7 @@ pub(crate) fn link(
         "proxy_get_header_map_value",
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
-            fill_logged(c.data_mut(), ty);
+            fill_kept(c.data_mut(), ty);
             let value = match tri!(header_map(c.data(), ty)) {
                 Some(m) => m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()),
                 None => None,
@@ -450,6 +497,7 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
             let value = tri!(read(&mut c, vp, vl));
+            fill_kept(c.data_mut(), ty);
             check_growth(&c, ty, &key, value.len(), false)?;
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 m.push((key, value));
@@ -464,6 +512,7 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
             let value = tri!(read(&mut c, vp, vl));
+            fill_kept(c.data_mut(), ty);
             check_growth(&c, ty, &key, value.len(), true)?;
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 m.retain(|(k, _)| *k != key);
@@ -478,6 +527,7 @@ pub(crate) fn link(
         "proxy_remove_header_map_value",
         |mut c: Ctx<'_>, ty: i32, kp: i32, kl: i32| -> R {
             let key = tri!(read_str(&mut c, kp, kl)).to_ascii_lowercase();
+            fill_kept(c.data_mut(), ty);
             if let Some(m) = tri!(header_map_mut(c.data_mut(), ty)) {
                 m.retain(|(k, _)| *k != key);
             }
@@ -890,6 +940,16 @@ pub(crate) fn link(
         |mut c: Ctx<'_>, pp: i32, pl: i32, ptr_out: i32, len_out: i32| -> R {
             let raw = tri!(read(&mut c, pp, pl));
             let path = tri!(property_path(&raw));
+            // Attributes come before filter state, as in Envoy (`Context::FindValue`).
+            if let Some((map_type, rest)) = header_attribute(&path) {
+                fill_kept(c.data_mut(), map_type);
+                let value =
+                    stream_map(c.data(), map_type).and_then(|m| header_attribute_value(m, rest));
+                return match value {
+                    Some(v) => return_bytes(&mut c, &v, ptr_out, len_out),
+                    None => Ok(status::NOT_FOUND),
+                };
+            }
             let joined = path.join(".");
             let state = c.data();
             let value = match joined.as_str() {
@@ -998,5 +1058,32 @@ mod tests {
             Ok(vec!["plugin_name".into()])
         );
         assert_eq!(property_path(b"\xff"), Err(status::BAD_ARGUMENT));
+    }
+
+    #[test]
+    fn header_attributes_join_repeated_values_as_envoy_does() {
+        let path = |p: &[u8]| property_path(p).unwrap_or_default();
+        let multi = path(b"request\0headers\0X-Multi");
+        let (ty, rest) = header_attribute(&multi).unwrap();
+        assert_eq!(ty, map::HTTP_REQUEST_HEADERS);
+        let m: HeaderMap = vec![
+            (":path".into(), b"/".to_vec()),
+            ("x-multi".into(), b"a".to_vec()),
+            ("x-other".into(), b"o".to_vec()),
+            ("x-multi".into(), b"b".to_vec()),
+        ];
+        assert_eq!(header_attribute_value(&m, rest), Some(b"a,b".to_vec()));
+        assert_eq!(header_attribute_value(&m, &["x-none".into()]), None);
+        // The whole map: each name once, in first-seen order.
+        let whole = header_attribute_value(&m, &[]).unwrap();
+        let expected: HeaderMap = vec![
+            (":path".into(), b"/".to_vec()),
+            ("x-multi".into(), b"a,b".to_vec()),
+            ("x-other".into(), b"o".to_vec()),
+        ];
+        assert_eq!(whole, headers::serialize(&expected));
+        assert!(header_attribute(&path(b"response\0headers")).is_some());
+        assert!(header_attribute(&path(b"request\0path")).is_none());
+        assert!(header_attribute(&path(b"upstream\0headers")).is_none());
     }
 }

@@ -67,4 +67,4 @@ pub use metrics::PluginMetrics;
 pub use plugin::{FailureKind, FailurePolicy, FilterFailure, LoadError, Plugin, PluginConfig};
 pub use services::{Deferred, Services, log_to_tracing};
 pub use state::StreamData;
-pub use stream::{HttpStream, LocalResponse, LoggedHeaders, PeerType, ResumeWaiter, StreamEnv};
+pub use stream::{HttpStream, KeptHeaders, LocalResponse, PeerType, ResumeWaiter, StreamEnv};

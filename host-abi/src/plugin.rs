@@ -421,7 +421,6 @@ impl Plugin {
             root_context_id: root,
             effective: root,
             stream: None,
-            logging: false,
             signals: HashMap::new(),
             tick_period: None,
             tick_watch: tokio::sync::watch::Sender::new(None),
@@ -714,12 +713,10 @@ impl Plugin {
         let ctx = stream.context_id as i32;
         replica.store.data_mut().stream = Some(data);
         replica.store.data_mut().effective = stream.context_id;
-        replica.store.data_mut().logging = true;
         let result = call(&self.config, replica, "proxy_on_done", (ctx,))
             .and_then(|_| call_unit(&self.config, replica, "proxy_on_log", (ctx,)))
             .and_then(|_| call_unit(&self.config, replica, "proxy_on_delete", (ctx,)));
         let state = replica.store.data_mut();
-        state.logging = false;
         state.stream = None;
         state.parked.remove(&stream.context_id);
         state.signals.remove(&stream.context_id);

@@ -122,9 +122,6 @@ pub struct HostState {
     pub effective: u32,
     /// Present while a stream callback runs.
     pub stream: Option<StreamData>,
-    /// While a stream's `proxy_on_done`/`proxy_on_log`/`proxy_on_delete` run: a header map
-    /// the embedder moved on is then fetched back from it ([`StreamEnv::logged_headers`]).
-    pub logging: bool,
     /// Live stream contexts of this VM, so `proxy_set_effective_context` + `proxy_continue_stream`
     /// from a root callback can resume the right one.
     pub signals: HashMap<u32, Arc<StreamSignals>>,

@@ -24,19 +24,21 @@ pub trait StreamEnv: Send + Sync {
         None
     }
 
-    /// The request's or response's headers as they finally went out, for a filter reading
-    /// them in `proxy_on_log` (as Envoy allows). An embedder that moves each filter's header
-    /// maps on to the next filter, the upstream or the client keeps the final ones here; the
-    /// host asks only when a filter reads a map that is empty then, so a filter that does not
-    /// log headers costs no copy. `None` (the default): the stream's own maps are all there is.
-    fn logged_headers(&self, _which: LoggedHeaders) -> Option<crate::HeaderMap> {
+    /// The request's or response's headers as they went on after their headers phase, for a
+    /// filter that reads them later: request headers in its body or response callbacks,
+    /// either map in `proxy_on_log`, as Envoy allows. An embedder that moves each filter's
+    /// header maps on to the next filter, the upstream or the client keeps the final ones
+    /// here; the host asks only when a filter touches a map that is empty then, so a filter
+    /// that does not costs no copy. `None` (the default): the stream's own maps are all there
+    /// is.
+    fn kept_headers(&self, _which: KeptHeaders) -> Option<crate::HeaderMap> {
         None
     }
 }
 
-/// Which headers [`StreamEnv::logged_headers`] is asked for.
+/// Which headers [`StreamEnv::kept_headers`] is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoggedHeaders {
+pub enum KeptHeaders {
     Request,
     Response,
 }

@@ -99,6 +99,8 @@ pub fn checks() -> Vec<Check> {
             .proves(&["proxy_get_header_map_size"]),
         eq("headers.response_status", "OK 200", "Envoy: response headers carry :status").proves(&["proxy_on_response_headers", "proxy_get_header_map_value"]),
         eq("headers.response_upstream_header", "OK headers", FIELDS).proves(&["proxy_get_header_map_value"]),
+        eq("headers.request_in_response", "OK 1", "Envoy (Context::getHeaderMap): the request's headers, as the filters left them, stay readable in the response callbacks")
+            .proves(&["proxy_get_header_map_value"]),
         eq("headers.response_set_pairs_status", "OK", "spec v0.2.1 proxy_set_header_map_pairs").proves(&["proxy_set_header_map_pairs"]),
         eq("headers.response_pairs_serialized", SERIALIZED, SERIAL).proves(&["proxy_get_header_map_pairs", "proxy_set_header_map_pairs"]),
         eq("headers.sent_added", "a1,a2", SENT).proves(&["proxy_add_header_map_value"]),

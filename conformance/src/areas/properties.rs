@@ -140,6 +140,13 @@ const READS: &[Read] = &[
     ),
     read(
         "request_headers",
+        "request.headers.x-multi",
+        "prop.request.headers.x-multi",
+        Scope::Only(Env::Proxy),
+        "the header's two values joined with `,`",
+    ),
+    read(
+        "request_headers",
         "source.address",
         "prop.source.address",
         Scope::Only(Env::Proxy),
@@ -279,6 +286,34 @@ const READS: &[Read] = &[
         "the upstream's port (integer)",
     ),
     read(
+        "response_headers",
+        "response.headers.x-upstream",
+        "prop.response.headers.x-upstream",
+        Scope::Only(Env::Proxy),
+        "the upstream's header",
+    ),
+    read(
+        "log",
+        "request.headers.x-conformance",
+        "prop.log.request.headers.x-conformance",
+        Scope::Only(Env::Proxy),
+        "the request header's value",
+    ),
+    read(
+        "log",
+        "request.headers",
+        "prop.log.request.headers",
+        Scope::Only(Env::Proxy),
+        "",
+    ),
+    read(
+        "log",
+        "response.headers.x-upstream",
+        "prop.log.response.headers.x-upstream",
+        Scope::Only(Env::Proxy),
+        "the upstream's header",
+    ),
+    read(
         "log",
         "response.code",
         "prop.log.response.code",
@@ -375,6 +410,54 @@ fn non_negative_int(value: &str, _: &Facts) -> bool {
     decode_int(value).is_some_and(|v| v >= 0)
 }
 
+/// Proxy-wasm pairs (spec v0.2.1 Serialization) from an `OK <hex>` observation.
+fn decode_pairs(value: &str) -> Option<Vec<(String, String)>> {
+    let h = value.strip_prefix("OK ")?;
+    let bytes: Vec<u8> = (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let word = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b) as usize)
+    };
+    let count = word(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        sizes.push((word(4 + i * 8)?, word(8 + i * 8)?));
+    }
+    let mut at = 4 + count * 8;
+    let mut take = |n: usize| -> Option<String> {
+        let s = String::from_utf8(bytes.get(at..at + n)?.to_vec()).ok()?;
+        (bytes.get(at + n) == Some(&0)).then_some(())?;
+        at += n + 1;
+        Some(s)
+    };
+    sizes
+        .into_iter()
+        .map(|(k, v)| Some((take(k)?, take(v)?)))
+        .collect()
+}
+
+/// The whole `request.headers` map: the request's headers as pairs, each name once, a
+/// repeated header's values joined.
+fn request_header_pairs(value: &str, facts: &Facts) -> bool {
+    let Some(pairs) = decode_pairs(value) else {
+        return false;
+    };
+    let has = |k: &str, v: &str| pairs.iter().any(|(pk, pv)| pk == k && pv == v);
+    let once = |k: &str| pairs.iter().filter(|(pk, _)| pk == k).count() == 1;
+    let request_id = facts
+        .get("request_id")
+        .map(String::as_str)
+        .unwrap_or_default();
+    has(":path", PATH)
+        && has(":method", "GET")
+        && has("x-conformance", "yes")
+        && has("x-multi", "a,b")
+        && once("x-multi")
+        && has("x-request-id", request_id)
+}
+
 pub fn checks() -> Vec<Check> {
     const ATTRS: &str = "Envoy attributes (source/extensions/common/wasm/context.cc): strings raw, integers 8 bytes little-endian, booleans 1 byte";
     const PLUGIN: &str =
@@ -403,6 +486,18 @@ pub fn checks() -> Vec<Check> {
             "prop.log.request.duration",
             Expect::Holds("8 bytes, a duration (ns)", non_negative_int),
             ATTRS,
+        )
+        .only(Env::Proxy)
+        .proves(&["proxy_get_property"]),
+        Check::new(
+            "prop.log.request.headers",
+            Expect::Holds(
+                "the request's headers as pairs, each name once (x-multi: `a,b`), \
+                 x-request-id included",
+                request_header_pairs,
+            ),
+            "Envoy attributes: request.headers is a map, serialized as proxy-wasm pairs \
+             (Context::getProperty)",
         )
         .only(Env::Proxy)
         .proves(&["proxy_get_property"]),
@@ -562,6 +657,8 @@ drain_timeout: 1s
                 ("user-agent", USER_AGENT),
                 ("referer", REFERER),
                 ("x-conformance", "yes"),
+                ("x-multi", "a"),
+                ("x-multi", "b"),
             ],
             client::empty(),
         )?;
@@ -570,6 +667,7 @@ drain_timeout: 1s
         run.fact("time.hi", nanos().to_string());
         run.obs.add("prop.client_status", reply.status.to_string());
         let seen = upstream.last()?;
+        run.fact("request_id", seen.header("x-request-id"));
         for (path, value) in [
             ("request.path", text(PATH)),
             ("request.url_path", text("/props/x")),
@@ -582,6 +680,10 @@ drain_timeout: 1s
             ("request.useragent", text(USER_AGENT)),
             ("request.referer", text(REFERER)),
             ("request.headers.x-conformance", text("yes")),
+            ("request.headers.x-multi", text("a,b")),
+            ("response.headers.x-upstream", text("properties")),
+            ("log.request.headers.x-conformance", text("yes")),
+            ("log.response.headers.x-upstream", text("properties")),
             ("source.address", text(&local.to_string())),
             ("source.port", int(i64::from(local.port()))),
             ("destination.address", text(&listener.to_string())),

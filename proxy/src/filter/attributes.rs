@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wasmesh_host::{FilterState, HeaderMap, LoggedHeaders, StreamEnv};
+use wasmesh_host::{FilterState, HeaderMap, KeptHeaders, StreamEnv};
 
 use crate::tls::identity::TlsInfo;
 
@@ -40,13 +40,13 @@ pub struct RequestAttributes {
     response: Mutex<ResponseFacts>,
     /// What the request's filters set for each other (and for the router: `RouterHints`).
     pub filter_state: FilterState,
-    /// The request's and response's headers as they finally went out, for filters that read
-    /// them in `on_log` (each filter's own maps are moved on to the next).
-    logged: Mutex<Logged>,
+    /// The request's and response's headers as they went on after their headers phase, for
+    /// filters that read them later (each filter's own maps are moved on to the next).
+    kept: Mutex<Kept>,
 }
 
 #[derive(Default)]
-struct Logged {
+struct Kept {
     request: Option<HeaderMap>,
     response: Option<HeaderMap>,
 }
@@ -121,24 +121,19 @@ impl RequestAttributes {
             response_bytes: AtomicU64::new(0),
             response: Mutex::new(ResponseFacts::default()),
             filter_state: FilterState::new(),
-            logged: Mutex::new(Logged::default()),
+            kept: Mutex::new(Kept::default()),
         }
     }
 
-    /// Keeps the request headers as the filters left them, for `on_log` (moved, not copied).
+    /// Keeps the request headers as the filters left them, for the filters' later callbacks
+    /// (moved, not copied).
     pub fn keep_request_headers(&self, headers: HeaderMap) {
-        self.logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .request = Some(headers);
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).request = Some(headers);
     }
 
-    /// Keeps the response headers as the filters left them, for `on_log`.
+    /// Keeps the response headers as the filters left them, for the filters' later callbacks.
     pub fn keep_response_headers(&self, headers: HeaderMap) {
-        self.logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .response = Some(headers);
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).response = Some(headers);
     }
 
     /// Records the response about to go downstream: its status, Envoy's response flags (why
@@ -234,11 +229,11 @@ impl StreamEnv for RequestAttributes {
         Some(&self.filter_state)
     }
 
-    fn logged_headers(&self, which: LoggedHeaders) -> Option<HeaderMap> {
-        let logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+    fn kept_headers(&self, which: KeptHeaders) -> Option<HeaderMap> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         match which {
-            LoggedHeaders::Request => logged.request.clone(),
-            LoggedHeaders::Response => logged.response.clone(),
+            KeptHeaders::Request => kept.request.clone(),
+            KeptHeaders::Response => kept.response.clone(),
         }
     }
 }

@@ -151,5 +151,11 @@ pub extern "C" fn proxy_on_response_headers(_ctx: u32, n: u32, eos: u32) -> u32 
         ),
     );
     s::add_value(RESP, "x-resp-added", b"yes");
+    // The request's headers stay readable here, with the filter's own edits (Envoy keeps
+    // them for the whole stream).
+    s::observe_result(
+        "headers.request_in_response",
+        s::get_value(map::HTTP_REQUEST_HEADERS, "x-conf-set-pairs"),
+    );
     s::CONTINUE
 }
