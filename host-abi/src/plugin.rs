@@ -9,13 +9,12 @@
 //! plugin's failure policy), and the replica is rebuilt from the pre-linked module the next time
 //! a stream needs it.
 
-use std::collections::HashMap;
+use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use std::any::{Any, TypeId};
-
+use rustc_hash::FxHashMap;
 use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap, TypedFunc};
 
 use crate::abi::Action;
@@ -161,7 +160,7 @@ pub(crate) struct Replica {
     store: Store<HostState>,
     instance: Instance,
     /// Typed exports by (name, signature), filled on first use.
-    funcs: HashMap<(&'static str, TypeId), Box<dyn Any + Send>>,
+    funcs: FxHashMap<(&'static str, TypeId), Box<dyn Any + Send>>,
 }
 
 struct Slot {
@@ -171,7 +170,7 @@ struct Slot {
     /// The data of streams that were paused on a replica when it failed, until each stream
     /// takes it back (`unpark`) or ends: a fail-open request then goes on with its own
     /// headers, not an empty map.
-    orphans: HashMap<u32, StreamData>,
+    orphans: FxHashMap<u32, StreamData>,
 }
 
 pub struct Plugin {
@@ -260,32 +259,30 @@ fn failure(err: wasmtime::Error) -> FilterFailure {
     }
 }
 
-fn arm_deadline(config: &PluginConfig, replica: &mut Replica) {
+fn arm_deadline(config: &PluginConfig, store: &mut Store<HostState>) {
     // The epoch ticks every millisecond (see `Host`); a deadline is at least one tick.
     let ticks = (config.deadline.as_millis() as u64).max(1);
-    replica.store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(ticks);
 }
 
 /// The export `name` as a typed function, looked up once per replica: a lookup by name plus
 /// the type check costs more than the call itself, and callbacks run several times per request.
-fn typed<P, R>(replica: &mut Replica, name: &'static str) -> Option<TypedFunc<P, R>>
+/// Borrowed from the cache, not cloned (a handle's clone copies its registered type).
+fn typed<'a, P, R>(
+    funcs: &'a mut FxHashMap<(&'static str, TypeId), Box<dyn Any + Send>>,
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    name: &'static str,
+) -> Option<&'a TypedFunc<P, R>>
 where
     P: wasmtime::WasmParams + 'static,
     R: wasmtime::WasmResults + 'static,
 {
-    let key = (name, TypeId::of::<(P, R)>());
-    if let Some(cached) = replica.funcs.get(&key) {
-        return cached
-            .downcast_ref::<Option<TypedFunc<P, R>>>()
-            .cloned()
-            .flatten();
-    }
-    let func = replica
-        .instance
-        .get_typed_func::<P, R>(&mut replica.store, name)
-        .ok();
-    replica.funcs.insert(key, Box::new(func.clone()));
-    func
+    funcs
+        .entry((name, TypeId::of::<(P, R)>()))
+        .or_insert_with(|| Box::new(instance.get_typed_func::<P, R>(&mut *store, name).ok()))
+        .downcast_ref::<Option<TypedFunc<P, R>>>()
+        .and_then(Option::as_ref)
 }
 
 /// Calls an `i32`-returning export with `args`; `Ok(None)` if the module does not export it.
@@ -295,13 +292,16 @@ fn call<P: wasmtime::WasmParams + 'static>(
     name: &'static str,
     args: P,
 ) -> Result<Option<i32>, FilterFailure> {
-    let Some(func) = typed::<P, i32>(replica, name) else {
+    let Replica {
+        store,
+        instance,
+        funcs,
+    } = replica;
+    let Some(func) = typed::<P, i32>(funcs, instance, store, name) else {
         return Ok(None);
     };
-    arm_deadline(config, replica);
-    func.call(&mut replica.store, args)
-        .map(Some)
-        .map_err(failure)
+    arm_deadline(config, store);
+    func.call(store, args).map(Some).map_err(failure)
 }
 
 fn call_unit<P: wasmtime::WasmParams + 'static>(
@@ -310,13 +310,16 @@ fn call_unit<P: wasmtime::WasmParams + 'static>(
     name: &'static str,
     args: P,
 ) -> Result<bool, FilterFailure> {
-    let Some(func) = typed::<P, ()>(replica, name) else {
+    let Replica {
+        store,
+        instance,
+        funcs,
+    } = replica;
+    let Some(func) = typed::<P, ()>(funcs, instance, store, name) else {
         return Ok(false);
     };
-    arm_deadline(config, replica);
-    func.call(&mut replica.store, args)
-        .map(|()| true)
-        .map_err(failure)
+    arm_deadline(config, store);
+    func.call(store, args).map(|()| true).map_err(failure)
 }
 
 impl Plugin {
@@ -341,7 +344,7 @@ impl Plugin {
                     Mutex::new(Slot {
                         replica: None,
                         generation: 0,
-                        orphans: HashMap::new(),
+                        orphans: FxHashMap::default(),
                     })
                 })
                 .collect(),
@@ -421,14 +424,16 @@ impl Plugin {
             root_context_id: root,
             effective: root,
             stream: None,
-            signals: HashMap::new(),
+            memory: None,
+            allocator: None,
+            signals: FxHashMap::default(),
             tick_period: None,
             tick_watch: tokio::sync::watch::Sender::new(None),
             startup_log: Some(Vec::new()),
             foreign_args: Vec::new(),
             root_end: RootEnd::Running,
             call_response: None,
-            parked: HashMap::new(),
+            parked: FxHashMap::default(),
             borrowed: None,
             plugin_ref: self.me.clone(),
             generation,
@@ -445,10 +450,17 @@ impl Plugin {
                 plugin: plugin.clone(),
                 message: format!("{e:#}"),
             })?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocator = ["proxy_on_memory_allocate", "malloc"]
+            .into_iter()
+            .find_map(|name| instance.get_func(&mut store, name))
+            .and_then(|func| func.typed::<i32, i32>(&store).ok());
+        store.data_mut().memory = memory;
+        store.data_mut().allocator = allocator;
         let mut replica = Replica {
             store,
             instance,
-            funcs: HashMap::new(),
+            funcs: FxHashMap::default(),
         };
         let cfg = &self.config;
         let fail = |f: FilterFailure| LoadError::Failure(f, plugin.clone());

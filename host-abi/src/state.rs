@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Caller, Extern, StoreLimits};
+use rustc_hash::FxHashMap;
+use wasmtime::{Caller, Extern, Memory, StoreLimits, TypedFunc};
 
 use crate::abi::{AbiVersion, status};
 use crate::headers::HeaderMap;
@@ -122,9 +123,15 @@ pub struct HostState {
     pub effective: u32,
     /// Present while a stream callback runs.
     pub stream: Option<StreamData>,
+    /// The guest's `memory` export and its allocator (`proxy_on_memory_allocate`, or the
+    /// legacy `malloc`), resolved once the instance exists: a lookup by name costs more than
+    /// the copy most host calls make, and a filter makes several per callback.
+    pub memory: Option<Memory>,
+    pub allocator: Option<TypedFunc<i32, i32>>,
     /// Live stream contexts of this VM, so `proxy_set_effective_context` + `proxy_continue_stream`
-    /// from a root callback can resume the right one.
-    pub signals: HashMap<u32, Arc<StreamSignals>>,
+    /// from a root callback can resume the right one. (Context ids are the host's own
+    /// counters, so a fast non-keyed hash is safe.)
+    pub signals: FxHashMap<u32, Arc<StreamSignals>>,
     pub tick_period: Option<Duration>,
     /// Tells the replica's tick task the period whenever the filter sets it.
     pub tick_watch: tokio::sync::watch::Sender<Option<Duration>>,
@@ -136,7 +143,7 @@ pub struct HostState {
     pub root_end: RootEnd,
     /// Data of streams paused by their filter, kept here so a later root callback (a callout's
     /// answer, a tick) can switch to them with `proxy_set_effective_context` and edit them.
-    pub parked: HashMap<u32, StreamData>,
+    pub parked: FxHashMap<u32, StreamData>,
     /// The parked stream a root callback switched to, to be parked again when it ends.
     pub borrowed: Option<u32>,
     /// The answer being delivered by `proxy_on_http_call_response`, readable during it.
@@ -171,7 +178,11 @@ pub(crate) type Ctx<'a> = Caller<'a, HostState>;
 /// A guest-memory problem answered as a status, never a host panic.
 pub(crate) const OOB: i32 = status::INVALID_MEMORY_ACCESS;
 
-fn memory(caller: &mut Ctx<'_>) -> Option<wasmtime::Memory> {
+fn memory(caller: &mut Ctx<'_>) -> Option<Memory> {
+    if let Some(memory) = caller.data().memory {
+        return Some(memory);
+    }
+    // Before the instance is complete (a start function calling the host).
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Some(m),
         _ => None,
@@ -249,6 +260,14 @@ fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> 
     let Ok(size) = i32::try_from(size) else {
         return Ok(None);
     };
+    // Taken out for the call (the store is borrowed by it) and put back: no handle cloned. A
+    // guest allocator calling back into the host meanwhile finds it by name.
+    if let Some(typed) = caller.data_mut().allocator.take() {
+        let addr = typed.call(&mut *caller, size);
+        caller.data_mut().allocator = Some(typed);
+        let addr = addr?;
+        return Ok((addr != 0).then_some(addr as u32));
+    }
     let func = ["proxy_on_memory_allocate", "malloc"]
         .iter()
         .find_map(|name| caller.get_export(name).and_then(Extern::into_func));
