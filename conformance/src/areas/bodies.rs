@@ -73,6 +73,12 @@ pub fn checks() -> Vec<Check> {
         .proves(&["proxy_on_response_headers"]),
         eq("bodies.response_final_size", "18", PAUSED).proves(&["proxy_on_response_body"]),
         eq(
+            "bodies.response_call",
+            "size=18 eos=1",
+            "Envoy: a body whose end comes with its last data (its length reached) reaches the filter in one call with end_of_stream true, not a data call and an empty one",
+        )
+        .proves(&["proxy_on_response_body"]),
+        eq(
             "bodies.response_body",
             RESPONSE,
             "spec v0.2.1 HTTP_RESPONSE_BODY read in proxy_on_response_body",
@@ -134,7 +140,15 @@ pub fn host() -> Result<Run> {
 
 pub async fn proxy() -> Result<Run> {
     let wasm = probes::rust(PROBE)?;
-    let upstream = Upstream::start(|_| Answer::ok("bodies", RESPONSE)).await?;
+    // A length the proxy knows, so the body's end comes with its data (`bodies.response_call`).
+    let upstream = Upstream::start(|_| {
+        let mut answer = Answer::ok("bodies", RESPONSE);
+        answer
+            .headers
+            .push(("content-length".into(), RESPONSE.len().to_string()));
+        answer
+    })
+    .await?;
     let name = capture::unique("bodies");
     let yaml = proxy_env::config(
         upstream.addr,

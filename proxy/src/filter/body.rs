@@ -1,7 +1,9 @@
 //! Bodies and trailers through the filters' callbacks (`proxy_on_request_body`,
 //! `proxy_on_request_trailers`, and their response forms), chunk by chunk, in Envoy's order.
 //!
-//! - Each data frame goes through the filters with `end_of_stream` false. A filter that
+//! - Each data frame goes through the filters with `end_of_stream` false, but for the last one
+//!   when the body's end is known with it (its length reached, an HTTP/2 frame ending the
+//!   stream): that one carries `end_of_stream` true, as in Envoy. A filter that
 //!   returns `Pause` has its input buffered and is called again with everything buffered when
 //!   more arrives (Envoy's `StopIterationAndBuffer`); what it leaves in the buffer when it
 //!   continues is what flows on.
@@ -257,6 +259,12 @@ fn added_trailers(streams: &[SharedStream], direction: Direction) -> Pairs {
     pairs
 }
 
+/// [`added_trailers`] as the trailers to send, if there are any.
+fn added(streams: &[SharedStream], direction: Direction) -> Option<HeaderMap> {
+    let added = added_trailers(streams, direction);
+    (!added.is_empty()).then(|| to_header_map(&added))
+}
+
 fn to_header_map(pairs: &Pairs) -> HeaderMap {
     let mut map = HeaderMap::new();
     apply_pairs(pairs, &mut map);
@@ -293,15 +301,24 @@ impl http_body::Body for BodyFilter {
                         {
                             attributes.count_request_bytes(data.len());
                         }
+                        // The body's last data when its end is known here (its length is
+                        // reached, or an HTTP/2 frame ended the stream): one callback with
+                        // `end_of_stream` true, as Envoy makes, not a second empty one.
+                        let last = this.inner.is_end_stream();
+                        *this.finished = last;
                         run_chain(
                             this.streams,
                             this.buffers,
                             this.bypass,
                             direction,
                             data.to_vec(),
-                            false,
+                            last,
                         )
-                        .map(|out| out.map(|data| (data, None)))
+                        .map(|out| {
+                            out.map(|data| {
+                                (data, last.then(|| added(this.streams, direction)).flatten())
+                            })
+                        })
                     }
                     Err(frame) => match frame.into_trailers() {
                         Ok(trailers) => {
@@ -329,13 +346,7 @@ impl http_body::Body for BodyFilter {
                         Vec::new(),
                         true,
                     )
-                    .map(|out| {
-                        out.map(|data| {
-                            let added = added_trailers(this.streams, direction);
-                            let trailers = (!added.is_empty()).then(|| to_header_map(&added));
-                            (data, trailers)
-                        })
-                    })
+                    .map(|out| out.map(|data| (data, added(this.streams, direction))))
                 }
             };
             let (out, trailers) = match outcome {

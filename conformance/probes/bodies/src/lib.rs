@@ -78,6 +78,7 @@ pub extern "C" fn proxy_on_response_headers(_ctx: u32, _n: u32, eos: u32) -> u32
 
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_body(_ctx: u32, size: u32, eos: u32) -> u32 {
+    s::observe("bodies.response_call", format!("size={size} eos={eos}"));
     if eos == 0 {
         return s::PAUSE;
     }
