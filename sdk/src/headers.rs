@@ -119,8 +119,14 @@ impl Headers {
 
     /// Replaces every value of `name` with `values`, in order (removes it if `values` is empty).
     pub fn set_all(&self, name: &str, values: &[&str]) {
-        self.remove(name);
-        for value in values {
+        // One replace for the first value (the common single-valued set), not a remove and an
+        // add: each host call is a trip out of the VM.
+        let Some((first, rest)) = values.split_first() else {
+            self.remove(name);
+            return;
+        };
+        self.set(name, first);
+        for value in rest {
             self.add(name, value);
         }
     }
