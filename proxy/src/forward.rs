@@ -250,25 +250,29 @@ async fn route_and_forward(
             }
         }
         let pseudo = filter::apply_pairs(&pairs, &mut parts.headers);
+        // Parsed again only if a filter changed them.
         if let Some(method) = pseudo
-            .get("method")
+            .method
+            .filter(|m| *m != parts.method.as_str())
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         {
             parts.method = method;
         }
+        let path_now = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Some(path) = pseudo
-            .get("path")
-            .and_then(|p| Uri::try_from(p.as_str()).ok())
+            .path
+            .filter(|p| *p != path_now)
+            .and_then(|p| Uri::try_from(p).ok())
         {
             parts.uri = path;
         }
-        if let Some(new_authority) = pseudo.get("authority") {
-            if *new_authority != authority
-                && let Ok(value) = HeaderValue::from_str(new_authority)
-            {
+        if let Some(new_authority) = pseudo.authority
+            && new_authority != authority
+        {
+            if let Ok(value) = HeaderValue::from_str(new_authority) {
                 parts.headers.insert(header::HOST, value);
             }
-            authority = new_authority.clone();
+            authority = new_authority.to_string();
         }
         env.keep_request_headers(pairs);
         if filter::route_cache_cleared(&streams) {
@@ -1088,7 +1092,7 @@ async fn respond(
         Phase::Continue => {
             let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
             if let Some(status) = pseudo
-                .get("status")
+                .status
                 .and_then(|s| s.parse::<u16>().ok())
                 .and_then(|s| StatusCode::from_u16(s).ok())
             {
