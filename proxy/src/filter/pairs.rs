@@ -76,6 +76,19 @@ pub fn apply_pairs<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap) 
             _ => {}
         }
     }
+    // Most chains leave what they were given alone and add headers at the end: then the map
+    // is a prefix of the pairs (they were made from it in its own order), and the rest is new.
+    let kept = headers
+        .iter()
+        .zip(&regular)
+        .take_while(|((name, value), (n, v))| name.as_str() == *n && value.as_bytes() == *v)
+        .count();
+    if kept == headers.len() {
+        for (name, value) in &regular[kept..] {
+            append(headers, name, std::iter::once(*value));
+        }
+        return pseudo;
+    }
     if regular.len() > COMPARE_LIMIT {
         headers.clear();
         for (name, value) in &regular {
@@ -182,6 +195,28 @@ mod tests {
         assert_eq!(values(&m, "e"), ["6", "7"]);
         assert!(values(&m, "f").is_empty(), "an invalid value is dropped");
         assert_eq!(m.len(), 6);
+    }
+
+    #[test]
+    fn headers_added_at_the_end_are_appended() {
+        let mut m = map(&[("a", "1"), ("b", "2"), ("b", "3")]);
+        let edited = pairs(&[
+            (":status", "200"),
+            ("a", "1"),
+            ("b", "2"),
+            ("b", "3"),
+            ("b", "4"),
+            ("c", "5"),
+        ]);
+        let pseudo = apply_pairs(&edited, &mut m);
+        assert_eq!(pseudo.status, Some("200"));
+        assert_eq!(values(&m, "b"), ["2", "3", "4"]);
+        assert_eq!(values(&m, "c"), ["5"]);
+        assert_eq!(m.len(), 5);
+        // Nothing changed, nothing added.
+        let same = pairs(&[("a", "1"), ("b", "2"), ("b", "3"), ("b", "4"), ("c", "5")]);
+        apply_pairs(&same, &mut m);
+        assert_eq!(m.len(), 5);
     }
 
     #[test]
