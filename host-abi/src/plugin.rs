@@ -19,7 +19,7 @@ use wasmtime::{Engine, Instance, InstancePre, Store, StoreLimitsBuilder, Trap, T
 
 use crate::abi::Action;
 use crate::metrics::PluginMetrics;
-use crate::state::{HostShared, HostState, PluginInfo, RootEnd, StreamData};
+use crate::state::{ALLOCATORS, HostShared, HostState, PluginInfo, RootEnd, StreamData};
 use crate::stream::{HttpStream, StreamEnv, StreamSignals};
 
 /// The shapes of stream callbacks' arguments after the context id.
@@ -451,7 +451,7 @@ impl Plugin {
                 message: format!("{e:#}"),
             })?;
         let memory = instance.get_memory(&mut store, "memory");
-        let allocator = ["proxy_on_memory_allocate", "malloc"]
+        let allocator = ALLOCATORS
             .into_iter()
             .find_map(|name| instance.get_func(&mut store, name))
             .and_then(|func| func.typed::<i32, i32>(&store).ok());

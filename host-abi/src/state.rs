@@ -255,6 +255,9 @@ pub(crate) fn return_bytes(
     Ok(status::OK)
 }
 
+/// The exports a guest may allocate host-returned memory with, in order of preference.
+pub(crate) const ALLOCATORS: [&str; 2] = ["proxy_on_memory_allocate", "malloc"];
+
 /// Calls the guest's allocator: `proxy_on_memory_allocate`, or the legacy `malloc`.
 fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> {
     let Ok(size) = i32::try_from(size) else {
@@ -268,7 +271,7 @@ fn allocate(caller: &mut Ctx<'_>, size: usize) -> wasmtime::Result<Option<u32>> 
         let addr = addr?;
         return Ok((addr != 0).then_some(addr as u32));
     }
-    let func = ["proxy_on_memory_allocate", "malloc"]
+    let func = ALLOCATORS
         .iter()
         .find_map(|name| caller.get_export(name).and_then(Extern::into_func));
     let Some(func) = func else {

@@ -385,17 +385,20 @@ fn int(v: i64) -> String {
     format!("OK {}", hex(&v.to_le_bytes()))
 }
 
-/// The 8-byte little-endian integer in an `OK <hex>` observation.
-fn decode_int(value: &str) -> Option<i64> {
+/// The bytes of an `OK <hex>` observation.
+fn decode_ok(value: &str) -> Option<Vec<u8>> {
     let h = value.strip_prefix("OK ")?;
-    if h.len() != 16 {
+    if h.len() % 2 != 0 {
         return None;
     }
-    let bytes: Vec<u8> = (0..8)
-        .map(|i| u8::from_str_radix(&h[i * 2..i * 2 + 2], 16))
-        .collect::<std::result::Result<_, _>>()
-        .ok()?;
-    Some(i64::from_le_bytes(bytes.try_into().ok()?))
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect()
+}
+
+/// The 8-byte little-endian integer in an `OK <hex>` observation.
+fn decode_int(value: &str) -> Option<i64> {
+    Some(i64::from_le_bytes(decode_ok(value)?.try_into().ok()?))
 }
 
 fn time_in_window(value: &str, facts: &Facts) -> bool {
@@ -412,10 +415,7 @@ fn non_negative_int(value: &str, _: &Facts) -> bool {
 
 /// Proxy-wasm pairs (spec v0.2.1 Serialization) from an `OK <hex>` observation.
 fn decode_pairs(value: &str) -> Option<Vec<(String, String)>> {
-    let h = value.strip_prefix("OK ")?;
-    let bytes: Vec<u8> = (0..h.len() / 2)
-        .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
+    let bytes = decode_ok(value)?;
     let word = |at: usize| -> Option<usize> {
         let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
         Some(u32::from_le_bytes(b) as usize)

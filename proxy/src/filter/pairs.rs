@@ -78,20 +78,17 @@ pub fn apply_pairs<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap) 
     }
     // Most chains leave what they were given alone and add headers at the end: then the map
     // is a prefix of the pairs (they were made from it in its own order), and the rest is new.
-    let kept = headers
+    let mut kept = headers
         .iter()
         .zip(&regular)
         .take_while(|((name, value), (n, v))| name.as_str() == *n && value.as_bytes() == *v)
         .count();
+    if kept < headers.len() && regular.len() > COMPARE_LIMIT {
+        headers.clear();
+        kept = 0;
+    }
     if kept == headers.len() {
         for (name, value) in &regular[kept..] {
-            append(headers, name, std::iter::once(*value));
-        }
-        return pseudo;
-    }
-    if regular.len() > COMPARE_LIMIT {
-        headers.clear();
-        for (name, value) in &regular {
             append(headers, name, std::iter::once(*value));
         }
         return pseudo;
