@@ -908,13 +908,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// non-standard `keep-alive` and `proxy-connection`.
+/// non-standard `keep-alive` and `proxy-connection`. `Trailer` is not one: it announces the
+/// message's trailer fields end to end, and HTTP/1.1 sends trailers only where it is present.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name == header::TE
-        || name == header::TRAILER
         || name == header::PROXY_AUTHORIZATION
         || name == header::PROXY_AUTHENTICATE
         || name == KEEP_ALIVE

@@ -160,6 +160,87 @@ async fn streamed_body_and_trailers_pass_through() {
     assert_eq!(text, "1048576 bytes, trailer=abc");
 }
 
+/// A body of `data` then trailers `name: value`, as a test peer sends it.
+fn with_trailer(
+    data: &'static [u8],
+    name: &'static str,
+    value: &'static str,
+) -> http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(name, http::HeaderValue::from_static(value));
+    StreamBody::new(futures_util::stream::iter(vec![
+        Ok(http_body::Frame::data(Bytes::from_static(data))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]))
+    .boxed()
+}
+
+/// HTTP/1.1 carries trailers only in a message that announces them (`Trailer`), and a
+/// response's only to a client that takes them (`TE: trailers`): both headers pass through,
+/// so trailers do too, each way.
+#[tokio::test]
+async fn http1_trailers_pass_through_both_ways() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let collected = req.into_body().collect().await.expect("request body");
+                            *record.lock().expect("seen") = collected.trailers().cloned();
+                            let response = http::Response::builder()
+                                .header("trailer", "x-up-trailer")
+                                .body(with_trailer(b"pong", "x-up-trailer", "u"))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&simple_config("", &[upstream], ""));
+
+    let tcp = TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::post("/upload")
+        .header("host", "test.local")
+        .header("te", "trailers")
+        .header("trailer", "x-checksum")
+        .body(with_trailer(b"ping", "x-checksum", "abc"))
+        .expect("request");
+    let response = sender.send_request(req).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(collected.to_bytes(), "pong");
+    assert_eq!(
+        trailers.get("x-up-trailer").map(|v| v.as_bytes()),
+        Some(&b"u"[..])
+    );
+    let upstream_trailers = seen.lock().expect("seen").clone().unwrap_or_default();
+    assert_eq!(
+        upstream_trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"abc"[..])
+    );
+}
+
 #[tokio::test]
 async fn chunked_http1_upload_streams_to_upstream() {
     let upstream = Upstream::with(|seen: Seen| async move {
