@@ -67,10 +67,10 @@ fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i3
     })
 }
 
-/// Fetches a request or response header map back from the embedder if it moved the map on
-/// after its headers phase and left the stream's empty (see `StreamEnv::kept_headers`), so a
-/// filter reads the request's headers in its body and response callbacks, and both maps in
-/// `proxy_on_log`, as in Envoy; once per map, and only when a filter touches it. Edits made
+/// Fetches a request or response header map (or the response's trailers) back from the
+/// embedder if it moved the map on after its phase and left the stream's empty (see
+/// `StreamEnv::kept_headers`), so a filter reads the request's headers in its body and
+/// response callbacks, and all three in `proxy_on_log`, as in Envoy; once per map, and only when a filter touches it. Edits made
 /// then stay the filter's own: what they would have changed has already gone on.
 fn fill_kept(state: &mut HostState, map_type: i32) {
     let Some(stream) = state.stream.as_mut() else {
@@ -79,6 +79,9 @@ fn fill_kept(state: &mut HostState, map_type: i32) {
     let (map, which) = match map_type {
         map::HTTP_REQUEST_HEADERS => (&mut stream.request_headers, KeptHeaders::Request),
         map::HTTP_RESPONSE_HEADERS => (&mut stream.response_headers, KeptHeaders::Response),
+        map::HTTP_RESPONSE_TRAILERS => {
+            (&mut stream.response_trailers, KeptHeaders::ResponseTrailers)
+        }
         _ => return,
     };
     if map.is_empty()
@@ -88,17 +91,19 @@ fn fill_kept(state: &mut HostState, map_type: i32) {
     }
 }
 
-/// Envoy's header attributes: `request.headers` and `response.headers` (the map type they
-/// read), with the rest of the path (a header name, or nothing for the whole map).
+/// Envoy's header attributes: `request.headers`, `response.headers` and `response.trailers`
+/// (the map type they read), with the rest of the path (a name, or nothing for the whole map).
 fn header_attribute(path: &[String]) -> Option<(i32, &[String])> {
-    match path {
-        [scope, headers, rest @ ..] if headers == "headers" => match scope.as_str() {
-            "request" => Some((map::HTTP_REQUEST_HEADERS, rest)),
-            "response" => Some((map::HTTP_RESPONSE_HEADERS, rest)),
-            _ => None,
-        },
-        _ => None,
-    }
+    let [scope, kind, rest @ ..] = path else {
+        return None;
+    };
+    let map_type = match (scope.as_str(), kind.as_str()) {
+        ("request", "headers") => map::HTTP_REQUEST_HEADERS,
+        ("response", "headers") => map::HTTP_RESPONSE_HEADERS,
+        ("response", "trailers") => map::HTTP_RESPONSE_TRAILERS,
+        _ => return None,
+    };
+    Some((map_type, rest))
 }
 
 /// A header attribute's value as Envoy encodes it: one header's values joined with `,`
@@ -1083,6 +1088,12 @@ mod tests {
         ];
         assert_eq!(whole, headers::serialize(&expected));
         assert!(header_attribute(&path(b"response\0headers")).is_some());
+        assert_eq!(
+            header_attribute(&path(b"response\0trailers\0grpc-status")).map(|(ty, _)| ty),
+            Some(map::HTTP_RESPONSE_TRAILERS)
+        );
+        // Envoy has no request trailers attribute.
+        assert!(header_attribute(&path(b"request\0trailers")).is_none());
         assert!(header_attribute(&path(b"request\0path")).is_none());
         assert!(header_attribute(&path(b"upstream\0headers")).is_none());
     }

@@ -315,6 +315,13 @@ const READS: &[Read] = &[
     ),
     read(
         "log",
+        "response.trailers.x-trailer",
+        "prop.log.response.trailers.x-trailer",
+        Scope::Only(Env::Proxy),
+        "the upstream's trailer",
+    ),
+    read(
+        "log",
         "response.code",
         "prop.log.response.code",
         Scope::Only(Env::Proxy),
@@ -600,7 +607,14 @@ fn nanos() -> i64 {
 
 pub async fn proxy() -> Result<Run> {
     let wasm = probes::rust(PROBE)?;
-    let upstream = Upstream::start(|_| Answer::ok("properties", UPSTREAM_BODY)).await?;
+    // The answer ends with a trailer (announced, as HTTP/1.1 needs) for `response.trailers`.
+    let upstream = Upstream::start(|_| {
+        let mut answer = Answer::ok("properties", UPSTREAM_BODY);
+        answer.headers.push(("trailer".into(), "x-trailer".into()));
+        answer.trailers = vec![("x-trailer".into(), "done".into())];
+        answer
+    })
+    .await?;
     let dir = tempfile::tempdir().doing("a directory for the test PKI")?;
     let pki = Pki::new(dir.path())?;
     let name = capture::unique("properties");
@@ -659,6 +673,8 @@ drain_timeout: 1s
                 ("x-conformance", "yes"),
                 ("x-multi", "a"),
                 ("x-multi", "b"),
+                // Passed on, so the upstream may send its trailer.
+                ("te", "trailers"),
             ],
             client::empty(),
         )?;
@@ -684,6 +700,7 @@ drain_timeout: 1s
             ("response.headers.x-upstream", text("properties")),
             ("log.request.headers.x-conformance", text("yes")),
             ("log.response.headers.x-upstream", text("properties")),
+            ("log.response.trailers.x-trailer", text("done")),
             ("source.address", text(&local.to_string())),
             ("source.port", int(i64::from(local.port()))),
             ("destination.address", text(&listener.to_string())),

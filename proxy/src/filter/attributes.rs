@@ -40,8 +40,9 @@ pub struct RequestAttributes {
     response: Mutex<ResponseFacts>,
     /// What the request's filters set for each other (and for the router: `RouterHints`).
     pub filter_state: FilterState,
-    /// The request's and response's headers as they went on after their headers phase, for
-    /// filters that read them later (each filter's own maps are moved on to the next).
+    /// The request's and response's headers as they went on after their headers phase, and
+    /// the response's trailers after theirs, for filters that read them later (each filter's
+    /// own maps are moved on to the next).
     kept: Mutex<Kept>,
 }
 
@@ -49,6 +50,7 @@ pub struct RequestAttributes {
 struct Kept {
     request: Option<HeaderMap>,
     response: Option<HeaderMap>,
+    response_trailers: Option<HeaderMap>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,15 @@ impl RequestAttributes {
     /// Keeps the response headers as the filters left them, for the filters' later callbacks.
     pub fn keep_response_headers(&self, headers: HeaderMap) {
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).response = Some(headers);
+    }
+
+    /// Keeps the response trailers as they went to the client, for `on_log` and the
+    /// `response.trailers` attribute.
+    pub fn keep_response_trailers(&self, trailers: HeaderMap) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .response_trailers = Some(trailers);
     }
 
     /// Records the response about to go downstream: its status, Envoy's response flags (why
@@ -234,6 +245,7 @@ impl StreamEnv for RequestAttributes {
         match which {
             KeptHeaders::Request => kept.request.clone(),
             KeptHeaders::Response => kept.response.clone(),
+            KeptHeaders::ResponseTrailers => kept.response_trailers.clone(),
         }
     }
 }

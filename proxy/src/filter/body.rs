@@ -260,9 +260,29 @@ fn added_trailers(streams: &[SharedStream], direction: Direction) -> Pairs {
 }
 
 /// [`added_trailers`] as the trailers to send, if there are any.
-fn added(streams: &[SharedStream], direction: Direction) -> Option<HeaderMap> {
+fn added(
+    streams: &[SharedStream],
+    direction: Direction,
+    attributes: Option<&Arc<RequestAttributes>>,
+) -> Option<HeaderMap> {
     let added = added_trailers(streams, direction);
-    (!added.is_empty()).then(|| to_header_map(&added))
+    (!added.is_empty()).then(|| outgoing_trailers(added, direction, attributes))
+}
+
+/// The trailers to send as the filters left them; the response's are also kept for filters
+/// that read them later (`on_log`, the `response.trailers` attribute).
+fn outgoing_trailers(
+    pairs: Pairs,
+    direction: Direction,
+    attributes: Option<&Arc<RequestAttributes>>,
+) -> HeaderMap {
+    let map = to_header_map(&pairs);
+    if direction == Direction::Response
+        && let Some(attributes) = attributes
+    {
+        attributes.keep_response_trailers(pairs);
+    }
+    map
 }
 
 fn to_header_map(pairs: &Pairs) -> HeaderMap {
@@ -316,7 +336,12 @@ impl http_body::Body for BodyFilter {
                         )
                         .map(|out| {
                             out.map(|data| {
-                                (data, last.then(|| added(this.streams, direction)).flatten())
+                                let trailers = last
+                                    .then(|| {
+                                        added(this.streams, direction, this.attributes.as_ref())
+                                    })
+                                    .flatten();
+                                (data, trailers)
                             })
                         })
                     }
@@ -330,7 +355,11 @@ impl http_body::Body for BodyFilter {
                                 direction,
                                 &trailers,
                             )
-                            .map(|(data, pairs)| Some((data, Some(to_header_map(&pairs)))))
+                            .map(|(data, pairs)| {
+                                let trailers =
+                                    outgoing_trailers(pairs, direction, this.attributes.as_ref());
+                                Some((data, Some(trailers)))
+                            })
                         }
                         Err(_) => continue,
                     },
@@ -346,7 +375,14 @@ impl http_body::Body for BodyFilter {
                         Vec::new(),
                         true,
                     )
-                    .map(|out| out.map(|data| (data, added(this.streams, direction))))
+                    .map(|out| {
+                        out.map(|data| {
+                            (
+                                data,
+                                added(this.streams, direction, this.attributes.as_ref()),
+                            )
+                        })
+                    })
                 }
             };
             let (out, trailers) = match outcome {
