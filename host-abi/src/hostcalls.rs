@@ -70,8 +70,9 @@ fn header_map(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, i3
 /// Fetches a request or response header map (or the response's trailers) back from the
 /// embedder if it moved the map on after its phase and left the stream's empty (see
 /// `StreamEnv::kept_headers`), so a filter reads the request's headers in its body and
-/// response callbacks, and all three in `proxy_on_log`, as in Envoy; once per map, and only when a filter touches it. Edits made
-/// then stay the filter's own: what they would have changed has already gone on.
+/// response callbacks, and all three in `proxy_on_log`, as in Envoy; once per map, and only
+/// when a filter touches it. Edits made then stay the filter's own: what they would have
+/// changed has already gone on, and a map the filter empties is not fetched again.
 fn fill_kept(state: &mut HostState, map_type: i32) {
     let Some(stream) = state.stream.as_mut() else {
         return;
@@ -84,10 +85,13 @@ fn fill_kept(state: &mut HostState, map_type: i32) {
         }
         _ => return,
     };
+    let bit = 1u8 << which as u8;
     if map.is_empty()
+        && stream.kept_fetched & bit == 0
         && let Some(kept) = stream.env.kept_headers(which)
     {
         *map = kept;
+        stream.kept_fetched |= bit;
     }
 }
 

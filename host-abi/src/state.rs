@@ -49,6 +49,9 @@ pub struct StreamData {
     pub filter_state: HashMap<String, Vec<u8>>,
     pub clear_route_cache: bool,
     pub close_requested: bool,
+    /// Which maps the embedder kept ([`StreamEnv::kept_headers`]) were fetched back, a bit
+    /// per [`KeptHeaders`]: each once, so a map the filter then empties stays empty.
+    pub(crate) kept_fetched: u8,
 }
 
 impl StreamData {
@@ -67,6 +70,7 @@ impl StreamData {
             filter_state: HashMap::new(),
             clear_route_cache: false,
             close_requested: false,
+            kept_fetched: 0,
         }
     }
 }

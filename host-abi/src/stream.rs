@@ -26,11 +26,11 @@ pub trait StreamEnv: Send + Sync {
 
     /// The request's or response's headers as they went on after their headers phase (and the
     /// response's trailers after theirs), for a filter that reads them later: request headers
-    /// in its body or response callbacks, any of them in `proxy_on_log`, as Envoy allows. An embedder that moves each filter's
-    /// header maps on to the next filter, the upstream or the client keeps the final ones
-    /// here; the host asks only when a filter touches a map that is empty then, so a filter
-    /// that does not costs no copy. `None` (the default): the stream's own maps are all there
-    /// is.
+    /// in its body or response callbacks, any of them in `proxy_on_log`, as Envoy allows. An
+    /// embedder that moves each filter's header maps on to the next filter, the upstream or
+    /// the client keeps the final ones here; the host asks only when a filter touches a map
+    /// that is empty then, once per map, so a filter that does not costs no copy. `None` (the
+    /// default): the stream's own maps are all there is.
     fn kept_headers(&self, _which: KeptHeaders) -> Option<crate::HeaderMap> {
         None
     }
@@ -41,7 +41,7 @@ pub trait StreamEnv: Send + Sync {
 pub enum KeptHeaders {
     Request,
     Response,
-    /// The response's trailers as they went to the client, for `on_log` and the
+    /// The response's trailers as the filters left them, for `on_log` and the
     /// `response.trailers` attribute.
     ResponseTrailers,
 }

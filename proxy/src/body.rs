@@ -28,6 +28,14 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// `bytes`, then `trailers`: a buffered body replayed whole.
+pub fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .with_trailers(std::future::ready(Some(Ok(trailers))))
+        .boxed_unsync()
+}
+
 /// What became of a downstream request body on its way upstream, for telling whose fault a
 /// failed upstream request was.
 #[derive(Debug, Default)]

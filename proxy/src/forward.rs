@@ -452,7 +452,9 @@ struct Outgoing {
 
 /// A request body that can be replayed (empty or buffered) or only streamed once.
 enum RequestBody {
-    Replayable(Bytes),
+    /// The whole body, and its trailers if it had any (a filter may add them, and an HTTP/2
+    /// client need not announce them).
+    Replayable(Bytes, Option<HeaderMap>),
     Streaming(Option<ProxyBody>),
 }
 
@@ -466,38 +468,48 @@ impl RequestBody {
         want_replay: bool,
     ) -> Result<RequestBody, StatusCode> {
         if incoming.is_end_stream() {
-            return Ok(RequestBody::Replayable(Bytes::new()));
+            return Ok(RequestBody::Replayable(Bytes::new(), None));
         }
-        // Trailers must survive the trip, so a body that may carry them is never buffered.
+        // A body that announces trailers streams, as gRPC's must (a stream may wait on its
+        // answers); trailers that turn up unannounced are kept with the buffered body.
         let may_have_trailers =
             headers.contains_key(header::TE) || headers.contains_key(header::TRAILER);
         if want_replay && !may_have_trailers {
             let mut incoming = incoming;
             let mut buffered = bytes::BytesMut::new();
+            let mut trailers = None;
             while let Some(frame) = incoming.frame().await {
                 let frame = frame.map_err(|_| StatusCode::BAD_REQUEST)?;
-                if let Ok(data) = frame.into_data() {
-                    buffered.extend_from_slice(&data);
-                    if buffered.len() as u64 > RETRY_BUFFER_LIMIT {
-                        let read = body::full(buffered.freeze());
-                        return Ok(RequestBody::Streaming(Some(body::prefixed(read, incoming))));
+                match frame.into_data() {
+                    Ok(data) => {
+                        buffered.extend_from_slice(&data);
+                        if buffered.len() as u64 > RETRY_BUFFER_LIMIT {
+                            let read = body::full(buffered.freeze());
+                            return Ok(RequestBody::Streaming(Some(body::prefixed(
+                                read, incoming,
+                            ))));
+                        }
                     }
+                    Err(frame) => trailers = frame.into_trailers().ok().or(trailers),
                 }
             }
-            return Ok(RequestBody::Replayable(buffered.freeze()));
+            return Ok(RequestBody::Replayable(buffered.freeze(), trailers));
         }
         Ok(RequestBody::Streaming(Some(incoming)))
     }
 
     fn replayable(&self) -> bool {
-        matches!(self, RequestBody::Replayable(_))
+        matches!(self, RequestBody::Replayable(..))
     }
 
     /// The body for the next attempt, or `None` if a streamed body was already sent.
     fn take(&mut self) -> Option<ProxyBody> {
         match self {
-            RequestBody::Replayable(bytes) if bytes.is_empty() => Some(body::empty()),
-            RequestBody::Replayable(bytes) => Some(body::full(bytes.clone())),
+            RequestBody::Replayable(bytes, None) if bytes.is_empty() => Some(body::empty()),
+            RequestBody::Replayable(bytes, None) => Some(body::full(bytes.clone())),
+            RequestBody::Replayable(bytes, Some(trailers)) => {
+                Some(body::with_trailers(bytes.clone(), trailers.clone()))
+            }
             RequestBody::Streaming(incoming) => incoming.take(),
         }
     }

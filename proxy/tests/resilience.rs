@@ -227,3 +227,73 @@ async fn filters_can_hint_a_retry_policy() {
         "one failed attempt, then the hinted retry"
     );
 }
+
+/// A small body kept for retries keeps its trailers too, announced or not (an HTTP/2 client
+/// need not send `TE` or `Trailer`), on every attempt.
+#[tokio::test]
+async fn a_retried_body_keeps_its_trailers() {
+    use http_body_util::BodyExt;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let upstream = Upstream::with(move |seen: Seen| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let trailer = seen
+                .trailers
+                .as_ref()
+                .and_then(|t| t.get("x-checksum"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string();
+            let status = if n == 0 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            reply(
+                status,
+                "u",
+                &format!("{} trailer={trailer}", seen.body.len()),
+            )
+        }
+    })
+    .await;
+    let route = "            retry_policy:\n              retry_on: [5xx]\n              num_retries: 1\n              base_interval: 1ms\n";
+    let proxy = Proxy::start(&simple_config(
+        "    protocol: http2\n",
+        &[upstream.addr],
+        route,
+    ));
+
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"ping"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let req = http::Request::post(format!("http://t:{}/up", proxy.addr("main").port()))
+        .header("content-length", "4")
+        .body(body)
+        .expect("request");
+    let tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(text, "4 trailer=abc");
+    assert_eq!(upstream.hits(), 2);
+}

@@ -138,7 +138,7 @@ impl RequestAttributes {
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).response = Some(headers);
     }
 
-    /// Keeps the response trailers as they went to the client, for `on_log` and the
+    /// Keeps the response trailers as the filters left them, for `on_log` and the
     /// `response.trailers` attribute.
     pub fn keep_response_trailers(&self, trailers: HeaderMap) {
         self.kept
