@@ -570,30 +570,32 @@ fn body_with_trailers(data: &'static [u8], trailers: &[(&'static str, &'static s
     http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
-/// An h2c upstream that records the request's trailers and answers `pong` with trailer
-/// `x-up-trailer: u`.
-async fn trailer_upstream() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>,
-) {
+/// What [`trailer_upstream`] saw last: a request's headers or trailers.
+type Last = std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>;
+
+/// An h2c upstream that records the last request's trailers and headers, and answers `pong`
+/// with trailer `x-up-trailer: u`.
+async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let record = seen.clone();
+    let seen: Last = Default::default();
+    let headers: Last = Default::default();
+    let (record, record_headers) = (seen.clone(), headers.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let record = record.clone();
+            let (record, record_headers) = (record.clone(), record_headers.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let record = record.clone();
+                        let (record, record_headers) = (record.clone(), record_headers.clone());
                         async move {
+                            *record_headers.lock().expect("seen") = Some(req.headers().clone());
                             let collected = req.into_body().collect().await.expect("body");
                             *record.lock().expect("seen") = collected.trailers().cloned();
                             Ok::<_, std::convert::Infallible>(http::Response::new(
@@ -608,7 +610,7 @@ async fn trailer_upstream() -> (
             });
         }
     });
-    (addr, seen)
+    (addr, seen, headers)
 }
 
 /// Sends `body` over h2c with `headers`; returns (status, response headers, body, trailers).
@@ -654,7 +656,7 @@ fn h2_config(upstream: std::net::SocketAddr) -> String {
 /// filters make of them is what the peers get.
 #[tokio::test]
 async fn trailers_go_through_the_filters_both_ways() {
-    let (upstream, seen) = trailer_upstream().await;
+    let (upstream, seen, _) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, _, body, trailers) = h2c_exchange(
         proxy.addr("main"),
@@ -676,10 +678,55 @@ async fn trailers_go_through_the_filters_both_ways() {
     assert_eq!(trailers["x-probe-trailer"], "response");
 }
 
+/// In `on_log` a filter reads the response's trailers (Envoy's `response.trailers`), and
+/// trailers it drops then stay dropped.
+#[tokio::test]
+async fn on_log_reads_the_response_trailers() {
+    let (upstream, _, headers) = trailer_upstream().await;
+    let proxy = Proxy::start(&h2_config(upstream));
+    let (status, ..) = h2c_exchange(
+        proxy.addr("main"),
+        &[
+            ("x-probe-log-properties", "response.trailers.x-up-trailer"),
+            ("x-probe-log-drop-trailers", "x-up-trailer"),
+        ],
+        body_with_trailers(b"ping", &[]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The first stream's on_log runs once its response has gone out; ask until it has.
+    let mut logged = String::new();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), async || {
+            h2c_exchange(
+                proxy.addr("main"),
+                &[("x-probe-logged", "1")],
+                body_with_trailers(b"next", &[]),
+            )
+            .await;
+            logged = headers
+                .lock()
+                .expect("seen")
+                .as_ref()
+                .and_then(|h| h.get("x-probe-logged"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            !logged.is_empty()
+        })
+        .await,
+        "on_log never recorded the trailers"
+    );
+    let fields: Vec<&str> = logged.split(';').collect();
+    let read = format!("response.trailers.x-up-trailer={}", hex(b"u"));
+    assert!(fields.contains(&read.as_str()), "{logged}");
+    assert!(fields.contains(&"dropped.x-up-trailer=-"), "{logged}");
+}
+
 /// A filter may add trailers in its last body callback of a body that had none.
 #[tokio::test]
 async fn a_filter_adds_trailers_to_a_body_that_had_none() {
-    let (upstream, seen) = trailer_upstream().await;
+    let (upstream, seen, _) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, ..) = h2c_exchange(
         proxy.addr("main"),

@@ -44,6 +44,8 @@
 //! - `x-probe-log-properties: a.b,c.d`: in `on_log`, reads those properties and keeps them in
 //!   shared data as `name=hex(value)` lines (absent ones as `name=-`); a later request with
 //!   `x-probe-logged` gets them in `x-probe-logged`, `;`-separated;
+//! - `x-probe-log-drop-trailers: NAME`: in `on_log`, after those reads, sets the response
+//!   trailers to none and reads trailer NAME again, logged as `dropped.NAME=` (`-` if gone);
 //! - `x-probe-reset: headers|body|response`: closes the stream (`reset_http_request`, or
 //!   `reset_http_response`) in the request headers, at the end of the request body, or in the
 //!   response headers.
@@ -205,6 +207,7 @@ impl RootContext for ProbeRoot {
             configured_at: self.configured_at,
             held: self.held.clone(),
             log_properties: Vec::new(),
+            drop_trailer: None,
             deny_word: None,
             body_trailer: false,
             reset: None,
@@ -226,6 +229,9 @@ struct Probe {
     held: Rc<RefCell<Vec<(u32, u32)>>>,
     /// Properties to read in `on_log` (`x-probe-log-properties`).
     log_properties: Vec<String>,
+    /// A response trailer to read again after dropping them all in `on_log`
+    /// (`x-probe-log-drop-trailers`).
+    drop_trailer: Option<String>,
     /// `x-probe-body-deny`: a word that, found in the request body, gets a local 403.
     deny_word: Option<String>,
     /// `x-probe-body-trailer`: add a request trailer at the end of the body.
@@ -321,6 +327,7 @@ impl HttpContext for Probe {
         if let Some(names) = self.get_http_request_header("x-probe-log-properties") {
             self.log_properties = names.split(',').map(str::to_string).collect();
         }
+        self.drop_trailer = self.get_http_request_header("x-probe-log-drop-trailers");
         if self.get_http_request_header(":path").as_deref() == Some("/local") {
             self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
             return Action::Pause;
@@ -490,7 +497,7 @@ impl HttpContext for Probe {
         if self.log_properties.is_empty() {
             return;
         }
-        let lines: Vec<String> = self
+        let mut lines: Vec<String> = self
             .log_properties
             .iter()
             .map(|name| {
@@ -500,6 +507,13 @@ impl HttpContext for Probe {
                 format!("{name}={value}")
             })
             .collect();
+        if let Some(name) = self.drop_trailer.take() {
+            self.set_http_response_trailers(Vec::new());
+            let again = self
+                .get_http_response_trailer(&name)
+                .map_or_else(|| "-".to_string(), |v| hex(v.as_bytes()));
+            lines.push(format!("dropped.{name}={again}"));
+        }
         let _ = self.set_shared_data("probe_logged", Some(lines.join(";").as_bytes()), None);
     }
 
