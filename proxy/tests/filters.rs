@@ -554,22 +554,6 @@ async fn on_log_sees_the_whole_exchange() {
     );
 }
 
-type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
-
-/// A body of `data` followed by `trailers` (none if empty).
-fn body_with_trailers(data: &'static [u8], trailers: &[(&'static str, &'static str)]) -> TestBody {
-    use http_body_util::BodyExt;
-    let mut frames = vec![Ok(http_body::Frame::data(bytes::Bytes::from_static(data)))];
-    if !trailers.is_empty() {
-        let mut map = http::HeaderMap::new();
-        for (k, v) in trailers {
-            map.insert(*k, http::HeaderValue::from_static(v));
-        }
-        frames.push(Ok(http_body::Frame::trailers(map)));
-    }
-    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
-}
-
 /// What [`trailer_upstream`] saw last: a request's headers or trailers.
 type Last = std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>;
 
@@ -611,40 +595,6 @@ async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last) {
         }
     });
     (addr, seen, headers)
-}
-
-/// Sends `body` over h2c with `headers`; returns (status, response headers, body, trailers).
-async fn h2c_exchange(
-    addr: std::net::SocketAddr,
-    headers: &[(&str, &str)],
-    body: TestBody,
-) -> (
-    StatusCode,
-    http::HeaderMap,
-    bytes::Bytes,
-    Option<http::HeaderMap>,
-) {
-    use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2");
-    tokio::spawn(conn);
-    let mut builder = http::Request::post(format!("http://t:{}/up", addr.port()));
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let response = sender
-        .send_request(builder.body(body).expect("request"))
-        .await
-        .expect("response");
-    let (parts, incoming) = response.into_parts();
-    let collected = incoming.collect().await.expect("response body");
-    let trailers = collected.trailers().cloned();
-    (parts.status, parts.headers, collected.to_bytes(), trailers)
 }
 
 fn h2_config(upstream: std::net::SocketAddr) -> String {

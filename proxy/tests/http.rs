@@ -129,50 +129,10 @@ async fn streamed_body_and_trailers_pass_through() {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-checksum", "abc".parse().expect("value"));
     frames.push(Ok(http_body::Frame::trailers(trailers)));
-    let body = StreamBody::new(futures_util::stream::iter(frames));
-    let req = Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://test.local:{}/upload",
-            proxy.addr("main").port()
-        ))
-        .header("te", "trailers")
-        .body(body)
-        .expect("request");
-    let tcp = TcpStream::connect(proxy.addr("main"))
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(conn);
-    let response = sender.send_request(req).await.expect("response");
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let (status, _, text, _) = h2c_exchange(proxy.addr("main"), &[("te", "trailers")], body).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(text, "1048576 bytes, trailer=abc");
-}
-
-/// A body of `data` then trailers `name: value`, as a test peer sends it.
-fn with_trailer(
-    data: &'static [u8],
-    name: &'static str,
-    value: &'static str,
-) -> http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible> {
-    let mut trailers = http::HeaderMap::new();
-    trailers.insert(name, http::HeaderValue::from_static(value));
-    StreamBody::new(futures_util::stream::iter(vec![
-        Ok(http_body::Frame::data(Bytes::from_static(data))),
-        Ok(http_body::Frame::trailers(trailers)),
-    ]))
-    .boxed()
 }
 
 /// HTTP/1.1 carries trailers only in a message that announces them (`Trailer`), and a
@@ -198,7 +158,7 @@ async fn http1_trailers_pass_through_both_ways() {
                             *record.lock().expect("seen") = collected.trailers().cloned();
                             let response = http::Response::builder()
                                 .header("trailer", "x-up-trailer")
-                                .body(with_trailer(b"pong", "x-up-trailer", "u"))
+                                .body(body_with_trailers(b"pong", &[("x-up-trailer", "u")]))
                                 .expect("response");
                             Ok::<_, std::convert::Infallible>(response)
                         }
@@ -223,7 +183,7 @@ async fn http1_trailers_pass_through_both_ways() {
         .header("host", "test.local")
         .header("te", "trailers")
         .header("trailer", "x-checksum")
-        .body(with_trailer(b"ping", "x-checksum", "abc"))
+        .body(body_with_trailers(b"ping", &[("x-checksum", "abc")]))
         .expect("request");
     let response = sender.send_request(req).await.expect("response");
     assert_eq!(response.status(), StatusCode::OK);
