@@ -137,7 +137,15 @@ async fn route_and_forward(
             Ok(local_reply(StatusCode::NOT_FOUND, "no route configuration")),
         );
     };
-    let mut authority = request_authority(&req);
+    // Where the request goes is decided by its authority, so a request whose authority is
+    // missing, repeated or malformed goes nowhere (RFC 9112 §3.2), as in nginx and Envoy.
+    let mut authority = match request_authority(&mut req) {
+        Ok(authority) => authority,
+        Err(bad) => return (no_route(), Ok(bad_request(req.version(), bad.message()))),
+    };
+    if req.version() < Version::HTTP_2 && foreign_transfer_coding(req.headers()) {
+        return (no_route(), Ok(not_implemented()));
+    }
     let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
             no_route(),
@@ -743,6 +751,20 @@ async fn try_once(
     let head_at = Instant::now();
     let rtt = head_at.saturating_duration_since(sent);
     match result {
+        Ok(Ok(response))
+            if response.version() < Version::HTTP_2
+                && foreign_transfer_coding(response.headers()) =>
+        {
+            // Dropped unread, so the connection is closed rather than pooled.
+            drop(response);
+            drop(in_flight);
+            cluster.observe(upstream.index, Outcome::GatewayFailure);
+            cluster.counters.reset.increment(1);
+            tracing::debug!(cluster = %cluster.name, endpoint = %upstream.endpoint.address, "upstream response in a transfer coding other than chunked");
+            Attempt::Failed(Failure::Reset(
+                "response in a transfer coding other than chunked".into(),
+            ))
+        }
         Ok(Ok(response)) => {
             let outcome = if response.status().is_server_error() {
                 Outcome::ServerError
@@ -888,19 +910,95 @@ fn build_upstream_request(
     Ok(outgoing)
 }
 
-/// `Host` for HTTP/1, `:authority` for HTTP/2.
-fn request_authority(req: &Request<Incoming>) -> String {
-    if let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        return host.to_string();
+/// Why a request's authority cannot be routed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadAuthority {
+    /// An HTTP/1.1 request without `Host`.
+    Missing,
+    /// More than one `Host` header.
+    Repeated,
+    /// Not `host[:port]`: spaces, a path, user info, a non-numeric port.
+    Invalid,
+}
+
+impl BadAuthority {
+    fn message(self) -> &'static str {
+        match self {
+            BadAuthority::Missing => "missing Host header",
+            BadAuthority::Repeated => "more than one Host header",
+            BadAuthority::Invalid => "invalid Host header or request authority",
+        }
     }
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default()
+}
+
+/// The authority a request is routed by, made the only one the upstream will see.
+///
+/// An authority in the request target — HTTP/2's `:authority`, or HTTP/1.1's absolute form
+/// (`GET http://host/path`) — wins over `Host`. RFC 9112 §3.2.2 asks a proxy to replace `Host`
+/// with it; HTTP/2 drops a `host` header beside `:authority`, as Envoy does. Otherwise the one
+/// `Host` header decides. Were the two allowed to differ, the proxy could route by one name
+/// while the upstream served another.
+fn request_authority(req: &mut Request<Incoming>) -> Result<String, BadAuthority> {
+    if let Some(authority) = req.uri().authority() {
+        // User info in an http(s) authority is deprecated and a known way to disguise it
+        // (RFC 9110 §4.2.4).
+        if authority.as_str().contains('@') {
+            return Err(BadAuthority::Invalid);
+        }
+        let authority = authority.as_str().to_string();
+        if req.version() >= Version::HTTP_2 {
+            req.headers_mut().remove(header::HOST);
+        } else {
+            let value = HeaderValue::from_str(&authority).map_err(|_| BadAuthority::Invalid)?;
+            req.headers_mut().insert(header::HOST, value);
+        }
+        return Ok(authority);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(BadAuthority::Repeated),
+        (Some(host), None) => {
+            let host = host.to_str().map_err(|_| BadAuthority::Invalid)?;
+            // An empty `Host` is how a client says the target has no authority.
+            if host.is_empty() || is_host(host) {
+                Ok(host.to_string())
+            } else {
+                Err(BadAuthority::Invalid)
+            }
+        }
+        (None, _) if req.version() == Version::HTTP_11 => Err(BadAuthority::Missing),
+        // HTTP/1.0 predates `Host`; HTTP/2 without `:authority` or `host` routes as "".
+        (None, _) => Ok(String::new()),
+    }
+}
+
+/// `uri-host [":" port]`, as `Host` holds it.
+fn is_host(value: &str) -> bool {
+    if value.contains('@') {
+        return false;
+    }
+    // `http` checks the characters; a port, if there is one, must be a number.
+    value
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.host().len() == value.len() || a.port_u16().is_some())
+}
+
+/// Whether an HTTP/1 message names a transfer coding other than `chunked`. hyper undoes only
+/// the chunking: passed on, a body still coded (`gzip, chunked`) would lose the header that
+/// says so and change meaning. So such a request is refused with 501 (RFC 9112 §6.1) and such
+/// a response with 502, as nginx and Envoy do.
+fn foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .any(|value| {
+            value.to_str().map_or(true, |value| {
+                value.split(',').any(|coding| {
+                    let coding = coding.trim();
+                    !coding.is_empty() && !coding.eq_ignore_ascii_case("chunked")
+                })
+            })
+        })
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -1250,6 +1348,31 @@ fn payload_too_large(version: Version) -> Response<ProxyBody> {
     response
 }
 
+/// 400 for a request the proxy will not route; an HTTP/1 connection is closed after it, as
+/// after hyper's own 400s, since what follows on it cannot be trusted either.
+fn bad_request(version: Version, message: &str) -> Response<ProxyBody> {
+    let mut response = local_reply(StatusCode::BAD_REQUEST, message);
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// 501 for an HTTP/1 request body in a transfer coding the proxy cannot pass on. The body is
+/// not read, so the connection is closed after it.
+fn not_implemented() -> Response<ProxyBody> {
+    let mut response = local_reply(
+        StatusCode::NOT_IMPLEMENTED,
+        "transfer coding not implemented",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// 503 from a circuit breaker, saying which limit overflowed.
 fn overloaded(reason: &'static str) -> Response<ProxyBody> {
     let mut response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded");
@@ -1351,5 +1474,38 @@ mod tests {
         let codes = policy(vec![RetryOn::RetriableStatusCodes]);
         assert!(retriable_status(&codes, StatusCode::CONFLICT));
         assert!(!retriable_status(&codes, StatusCode::BAD_GATEWAY));
+    }
+
+    #[test]
+    fn a_host_is_a_host_and_port_and_nothing_more() {
+        for good in [
+            "a",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(is_host(good), "{good}");
+        }
+        for bad in ["a b", "a/b", "user@a", "a:b", "a:", "a?b", "a#b", "[::1"] {
+            assert!(!is_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding_the_proxy_forwards() {
+        let coded = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            foreign_transfer_coding(&headers)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["chunked"]));
+        assert!(!coded(&["Chunked"]));
+        assert!(coded(&["gzip, chunked"]));
+        assert!(coded(&["gzip", "chunked"]));
+        assert!(coded(&["chunked, identity"]));
     }
 }

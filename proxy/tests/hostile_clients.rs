@@ -1,5 +1,5 @@
 //! Hostile clients against the real proxy: request smuggling (CL.TE, TE.CL, TE.TE
-//! obfuscations, conflicting lengths), header floods, slowloris and silent connections,
+//! obfuscations, conflicting lengths, foreign transfer codings), host confusion, header floods, slowloris and silent connections,
 //! HTTP/2 rapid reset (CVE-2023-44487) and CONTINUATION floods, oversized bodies, bad TLS
 //! handshakes, and connection and request limits. Each attack is refused or bounded, nothing
 //! smuggled reaches the upstream, the proxy's memory stays bounded, and other clients are
@@ -162,6 +162,13 @@ async fn smuggling_attempts_are_refused_or_read_one_way_and_nothing_is_smuggled(
             400,
         ),
         (
+            "a transfer coding besides chunked",
+            format!(
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            501,
+        ),
+        (
             "chunked over HTTP/1.0",
             format!(
                 "POST / HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
@@ -203,6 +210,77 @@ async fn smuggling_attempts_are_refused_or_read_one_way_and_nothing_is_smuggled(
             "{name}: a smuggled request reached the upstream"
         );
     }
+    normal_request_served(addr).await;
+}
+
+/// A proxy that routes by one name while its upstream reads another can be steered past its
+/// own routing. So a request's authority must be one clear name (RFC 9112 §3.2): no second
+/// `Host`, none missing in HTTP/1.1, none malformed — each a 400 that reaches no upstream —
+/// and a target that names its authority (absolute form, HTTP/2's `:authority`) is the one
+/// the upstream sees as `Host`.
+#[tokio::test]
+async fn a_request_names_one_authority_and_the_upstream_sees_that_one() {
+    let upstream = recording_upstream().await;
+    let proxy = start(upstream.addr, "");
+    let addr = proxy.addr("main");
+    let refused = [
+        (
+            "two Host headers",
+            "GET / HTTP/1.1\r\nHost: t\r\nHost: evil\r\n\r\n",
+        ),
+        ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n"),
+        ("a space in Host", "GET / HTTP/1.1\r\nHost: t evil\r\n\r\n"),
+        (
+            "user info in Host",
+            "GET / HTTP/1.1\r\nHost: evil@t\r\n\r\n",
+        ),
+        (
+            "a port that is no number",
+            "GET / HTTP/1.1\r\nHost: t:x\r\n\r\n",
+        ),
+        (
+            "user info in an absolute target",
+            "GET http://evil@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+        ),
+    ];
+    for (name, attack) in refused {
+        let text = until_closed(addr, attack.as_bytes())
+            .await
+            .unwrap_or_else(|| panic!("{name}: the proxy kept the connection open"));
+        assert!(text.starts_with("HTTP/1.1 400"), "{name}: {text}");
+        assert_eq!(upstream.hits(), 0, "{name}: reached the upstream");
+    }
+
+    // The absolute form's authority replaces `Host`.
+    let text = until_closed(
+        addr,
+        b"GET http://target.example/abs HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("closed after the answer");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let seen = upstream.last_seen();
+    assert_eq!(seen.path, "/abs");
+    let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+    assert_eq!(hosts, ["target.example"]);
+
+    // HTTP/1.0 predates Host: still served.
+    let text = until_closed(addr, b"GET /old HTTP/1.0\r\n\r\n")
+        .await
+        .expect("closed after the answer");
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+
+    // HTTP/2: `:authority` wins over a `host` header beside it.
+    let req = Request::get(format!("http://target.example:{}/h2", addr.port()))
+        .header("host", "other.example")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let got = send(addr, req, true).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let seen = upstream.last_seen();
+    assert_eq!(seen.path, "/h2");
+    let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+    assert_eq!(hosts, [format!("target.example:{}", addr.port()).as_str()]);
     normal_request_served(addr).await;
 }
 

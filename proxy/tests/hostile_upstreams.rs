@@ -1,8 +1,8 @@
 //! Failing upstreams behind the real proxy: real servers on loopback that close mid-response,
 //! reset, stall, answer garbage or refuse connections, next to a good one. With retries,
 //! timeouts, outlier ejection and circuit breaking the clients barely notice, and no request
-//! outlives its route's timeout. A response cut short is never passed off as complete, a body
-//! that stalls is cut at the route's idle timeout and one that trickles on at its timeout, and
+//! outlives its route's timeout. A response cut short is never passed off as complete, nor
+//! one still in a transfer coding the proxy does not undo; a body that stalls is cut at the route's idle timeout and one that trickles on at its timeout, and
 //! a registry serving a tampered module never gets it into a proxy that follows its tag.
 
 mod support;
@@ -42,6 +42,8 @@ enum Fault {
     TricklingBody,
     /// Sends a chunked body a byte every 100 ms, 15 bytes in all.
     SlowBody,
+    /// Sends a body in a transfer coding besides chunked (`gzip, chunked`).
+    CodedBody,
 }
 
 /// A raw TCP server on loopback misbehaving with `fault` on every connection.
@@ -80,6 +82,11 @@ async fn bad_upstream(fault: Fault) -> (SocketAddr, tokio::task::JoinHandle<()>)
                     Fault::TruncatedBody => {
                         let _ = tcp
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                            .await;
+                    }
+                    Fault::CodedBody => {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
                             .await;
                     }
                     Fault::TricklingBody | Fault::SlowBody => {
@@ -234,6 +241,24 @@ async fn a_response_cut_mid_body_is_never_passed_off_as_complete() {
         assert!(
             body.is_err(),
             "h2={h2}: a truncated body arrived as complete ({status}, {body:?})"
+        );
+    }
+}
+
+/// An upstream answering in a transfer coding besides chunked: hyper would undo only the
+/// chunking, and the body would reach the client still coded with nothing saying so. The
+/// client gets a 502 instead, over HTTP/1.1 and HTTP/2.
+#[tokio::test]
+async fn a_response_in_a_foreign_transfer_coding_is_a_502() {
+    let (bad, _server) = bad_upstream(Fault::CodedBody).await;
+    let proxy = Proxy::start(&simple_config("", &[bad], ""));
+    for h2 in [false, true] {
+        let (status, body) = fetch_within_margin(proxy.addr("main"), h2, "hung").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "h2={h2}: {body:?}");
+        let body = body.expect("the 502's own body");
+        assert!(
+            !body.windows(5).any(|w| w == b"hello"),
+            "h2={h2}: the coded body got through: {body:?}"
         );
     }
 }
