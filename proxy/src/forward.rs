@@ -145,6 +145,8 @@ async fn route_and_forward(
     };
     if req.version() < Version::HTTP_2 && foreign_transfer_coding(req.headers()) {
         return (no_route(), Ok(not_implemented()));
+    } else if req.version() == Version::HTTP_2 {
+        join_cookies(req.headers_mut());
     }
     let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
@@ -969,6 +971,27 @@ fn request_authority(req: &mut Request<Incoming>) -> Result<String, BadAuthority
         (None, _) if req.version() == Version::HTTP_11 => Err(BadAuthority::Missing),
         // HTTP/1.0 predates `Host`; HTTP/2 without `:authority` or `host` routes as "".
         (None, _) => Ok(String::new()),
+    }
+}
+
+/// Joins an HTTP/2 request's `cookie` fields into one, "; " between them (RFC 9113 §8.2.3).
+/// Clients split cookies into a field each so HPACK can index them; HTTP/1.1 servers expect one
+/// `Cookie` line, and filters (as in Envoy) see the whole header as one value.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for cookie in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    // Each part was a valid value, and "; " is too.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
     }
 }
 

@@ -62,6 +62,9 @@ async fn existing_request_id_is_kept() {
     assert_eq!(upstream.last_seen().headers["x-request-id"], "abc-123");
 }
 
+/// Also: HTTP/2 clients (browsers) split `cookie` into one field per cookie for HPACK's sake;
+/// RFC 9113 §8.2.3 has them joined with "; " before they go on as HTTP/1.1, where many servers
+/// read only one `Cookie` line.
 #[tokio::test]
 async fn h2c_prior_knowledge_downstream_to_http1_upstream() {
     let upstream = Upstream::named("beta").await;
@@ -71,6 +74,9 @@ async fn h2c_prior_knowledge_downstream_to_http1_upstream() {
             "http://test.local:{}/h2",
             proxy.addr("main").port()
         ))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
         .body(Full::new(Bytes::new()))
         .expect("request");
     let got = send(proxy.addr("main"), req, true).await;
@@ -83,6 +89,8 @@ async fn h2c_prior_knowledge_downstream_to_http1_upstream() {
         seen.headers["host"],
         format!("test.local:{}", proxy.addr("main").port())
     );
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"]);
 }
 
 #[tokio::test]
