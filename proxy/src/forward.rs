@@ -279,10 +279,14 @@ async fn route_and_forward(
         if let Some(new_authority) = pseudo.authority
             && new_authority != authority
         {
-            if let Ok(value) = HeaderValue::from_str(new_authority) {
+            // Taken only if it can also be sent: routing by one name and sending another is
+            // what `request_authority` exists to prevent.
+            if is_host(new_authority)
+                && let Ok(value) = HeaderValue::from_str(new_authority)
+            {
                 parts.headers.insert(header::HOST, value);
+                authority = new_authority.to_string();
             }
-            authority = new_authority.to_string();
         }
         env.keep_request_headers(pairs);
         if filter::route_cache_cleared(&streams) {
@@ -753,8 +757,10 @@ async fn try_once(
     let head_at = Instant::now();
     let rtt = head_at.saturating_duration_since(sent);
     match result {
+        // A body-less answer (to HEAD, a 304) may name any coding: there is nothing to decode.
         Ok(Ok(response))
             if response.version() < Version::HTTP_2
+                && !response.body().is_end_stream()
                 && foreign_transfer_coding(response.headers()) =>
         {
             // Dropped unread, so the connection is closed rather than pooled.
@@ -941,36 +947,52 @@ impl BadAuthority {
 /// `Host` header decides. Were the two allowed to differ, the proxy could route by one name
 /// while the upstream served another.
 fn request_authority(req: &mut Request<Incoming>) -> Result<String, BadAuthority> {
-    if let Some(authority) = req.uri().authority() {
-        // User info in an http(s) authority is deprecated and a known way to disguise it
-        // (RFC 9110 §4.2.4).
-        if authority.as_str().contains('@') {
-            return Err(BadAuthority::Invalid);
+    let h2 = req.version() >= Version::HTTP_2;
+    let target = req.uri().authority().map(|a| a.as_str().to_string());
+    // HTTP/1's `Host` must be sound even when the target's authority replaces it (nginx checks
+    // it too); HTTP/2's `host` only stands in for a missing `:authority`.
+    let host = if h2 && target.is_some() {
+        None
+    } else {
+        one_host(req.headers())?
+    };
+    match target {
+        Some(authority) => {
+            if !is_host(&authority) {
+                return Err(BadAuthority::Invalid);
+            }
+            if h2 {
+                req.headers_mut().remove(header::HOST);
+            } else {
+                let value = HeaderValue::from_str(&authority).map_err(|_| BadAuthority::Invalid)?;
+                req.headers_mut().insert(header::HOST, value);
+            }
+            Ok(authority)
         }
-        let authority = authority.as_str().to_string();
-        if req.version() >= Version::HTTP_2 {
-            req.headers_mut().remove(header::HOST);
-        } else {
-            let value = HeaderValue::from_str(&authority).map_err(|_| BadAuthority::Invalid)?;
-            req.headers_mut().insert(header::HOST, value);
-        }
-        return Ok(authority);
+        None => match host {
+            Some(host) => Ok(host),
+            None if req.version() == Version::HTTP_11 => Err(BadAuthority::Missing),
+            // HTTP/1.0 predates `Host`; HTTP/2 without `:authority` or `host` routes as "".
+            None => Ok(String::new()),
+        },
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+}
+
+/// The request's one `Host`, if it has one. An empty value is how a client says the target
+/// has no authority.
+fn one_host(headers: &HeaderMap) -> Result<Option<String>, BadAuthority> {
+    let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
+        (None, _) => Ok(None),
         (Some(_), Some(_)) => Err(BadAuthority::Repeated),
         (Some(host), None) => {
             let host = host.to_str().map_err(|_| BadAuthority::Invalid)?;
-            // An empty `Host` is how a client says the target has no authority.
             if host.is_empty() || is_host(host) {
-                Ok(host.to_string())
+                Ok(Some(host.to_string()))
             } else {
                 Err(BadAuthority::Invalid)
             }
         }
-        (None, _) if req.version() == Version::HTTP_11 => Err(BadAuthority::Missing),
-        // HTTP/1.0 predates `Host`; HTTP/2 without `:authority` or `host` routes as "".
-        (None, _) => Ok(String::new()),
     }
 }
 
@@ -995,33 +1017,56 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// `uri-host [":" port]`, as `Host` holds it.
+/// `uri-host [":" port]` and nothing else: a registered name or IPv4 address (whose
+/// characters `http` checks) or an IPv6 literal in brackets, then at most a numeric port. No
+/// user info: deprecated, and a known way to disguise an authority (RFC 9110 §4.2.4).
 fn is_host(value: &str) -> bool {
     if value.contains('@') {
         return false;
     }
-    // `http` checks the characters; a port, if there is one, must be a number.
-    value
-        .parse::<http::uri::Authority>()
-        .is_ok_and(|a| a.host().len() == value.len() || a.port_u16().is_some())
+    let Ok(authority) = value.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let host = authority.host();
+    if host.is_empty() {
+        return false;
+    }
+    if let Some(literal) = host.strip_prefix('[')
+        && literal
+            .strip_suffix(']')
+            .is_none_or(|ip| ip.parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return false;
+    }
+    // Without user info, the host is where the value starts; only a port may follow.
+    match value.get(host.len()..) {
+        Some("") => true,
+        Some(rest) => rest.strip_prefix(':').is_some_and(|port| {
+            port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+        }),
+        None => false,
+    }
 }
 
-/// Whether an HTTP/1 message names a transfer coding other than `chunked`. hyper undoes only
-/// the chunking: passed on, a body still coded (`gzip, chunked`) would lose the header that
-/// says so and change meaning. So such a request is refused with 501 (RFC 9112 §6.1) and such
-/// a response with 502, as nginx and Envoy do.
+/// Whether an HTTP/1 message is framed by anything but one `chunked`. hyper undoes one layer
+/// of chunking: passed on, a body still coded (`gzip, chunked`) or chunked twice would lose
+/// the header that says so and change meaning. So such a request is refused with 501 (RFC 9112
+/// §6.1) and such a response with 502, as nginx and Envoy do.
 fn foreign_transfer_coding(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .any(|value| {
-            value.to_str().map_or(true, |value| {
-                value.split(',').any(|coding| {
-                    let coding = coding.trim();
-                    !coding.is_empty() && !coding.eq_ignore_ascii_case("chunked")
-                })
-            })
-        })
+    let mut chunked = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return true;
+        };
+        for coding in value.split(',').map(str::trim) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else if !coding.is_empty() {
+                return true;
+            }
+        }
+    }
+    chunked > 1
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -1504,13 +1549,30 @@ mod tests {
         for good in [
             "a",
             "example.com:8080",
+            "Example.COM.",
             "127.0.0.1:80",
+            "[::1]",
             "[::1]:443",
             "xn--bcher-kva.example",
         ] {
             assert!(is_host(good), "{good}");
         }
-        for bad in ["a b", "a/b", "user@a", "a:b", "a:", "a?b", "a#b", "[::1"] {
+        for bad in [
+            "a b",
+            "a/b",
+            "user@a",
+            "a:b",
+            "a:",
+            "a:+80",
+            "a:65536",
+            ":80",
+            "a?b",
+            "a#b",
+            "[::1",
+            "[]",
+            "[foo]",
+            "[::1]junk:80",
+        ] {
             assert!(!is_host(bad), "{bad}");
         }
     }
@@ -1530,5 +1592,7 @@ mod tests {
         assert!(coded(&["gzip, chunked"]));
         assert!(coded(&["gzip", "chunked"]));
         assert!(coded(&["chunked, identity"]));
+        assert!(coded(&["chunked, chunked"]));
+        assert!(coded(&["chunked", "chunked"]));
     }
 }

@@ -169,6 +169,13 @@ async fn smuggling_attempts_are_refused_or_read_one_way_and_nothing_is_smuggled(
             501,
         ),
         (
+            "chunked twice",
+            format!(
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+            501,
+        ),
+        (
             "chunked over HTTP/1.0",
             format!(
                 "POST / HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
@@ -237,6 +244,14 @@ async fn a_request_names_one_authority_and_the_upstream_sees_that_one() {
         (
             "a port that is no number",
             "GET / HTTP/1.1\r\nHost: t:x\r\n\r\n",
+        ),
+        (
+            "two Host headers beside an absolute target",
+            "GET http://t/ HTTP/1.1\r\nHost: t\r\nHost: evil\r\n\r\n",
+        ),
+        (
+            "a port that is no number in an absolute target",
+            "GET http://t:x/ HTTP/1.1\r\nHost: t\r\n\r\n",
         ),
         (
             "user info in an absolute target",

@@ -261,6 +261,9 @@ async fn a_response_in_a_foreign_transfer_coding_is_a_502() {
             "h2={h2}: the coded body got through: {body:?}"
         );
     }
+    // An answer to HEAD has no body to decode, whatever coding its head names.
+    let got = send(proxy.addr("main"), request("HEAD", "/", &[]), false).await;
+    assert_eq!(got.status, StatusCode::OK);
 }
 
 /// An upstream that stalls in the middle of its body: the route's idle timeout cuts it off.
