@@ -141,10 +141,18 @@ async fn route_and_forward(
     // missing, repeated or malformed goes nowhere (RFC 9112 §3.2), as in nginx and Envoy.
     let mut authority = match request_authority(&mut req) {
         Ok(authority) => authority,
-        Err(bad) => return (no_route(), Ok(bad_request(req.version(), bad.message()))),
+        Err(bad) => {
+            let reply = closing_reply(req.version(), StatusCode::BAD_REQUEST, bad.message());
+            return (no_route(), Ok(reply));
+        }
     };
     if req.version() < Version::HTTP_2 && foreign_transfer_coding(req.headers()) {
-        return (no_route(), Ok(not_implemented()));
+        let reply = closing_reply(
+            req.version(),
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer coding not implemented",
+        );
+        return (no_route(), Ok(reply));
     } else if req.version() == Version::HTTP_2 {
         join_cookies(req.headers_mut());
     }
@@ -1404,40 +1412,25 @@ pub fn local_reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-/// 413 for a body over the listener's `max_request_body_bytes`. An HTTP/1 connection is
-/// closed after it: the rest of that body is never read.
+/// 413 for a body over the listener's `max_request_body_bytes`: the rest of that body is
+/// never read.
 fn payload_too_large(version: Version) -> Response<ProxyBody> {
-    let mut response = local_reply(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    closing_reply(
+        version,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large",
+    )
+}
+
+/// A reply after which an HTTP/1 connection is closed, since what follows on it is unread or
+/// cannot be trusted (as after hyper's own 400s). HTTP/2 has no such header; its stream ends.
+fn closing_reply(version: Version, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = local_reply(status, message);
     if version < Version::HTTP_2 {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
-}
-
-/// 400 for a request the proxy will not route; an HTTP/1 connection is closed after it, as
-/// after hyper's own 400s, since what follows on it cannot be trusted either.
-fn bad_request(version: Version, message: &str) -> Response<ProxyBody> {
-    let mut response = local_reply(StatusCode::BAD_REQUEST, message);
-    if version < Version::HTTP_2 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// 501 for an HTTP/1 request body in a transfer coding the proxy cannot pass on. The body is
-/// not read, so the connection is closed after it.
-fn not_implemented() -> Response<ProxyBody> {
-    let mut response = local_reply(
-        StatusCode::NOT_IMPLEMENTED,
-        "transfer coding not implemented",
-    );
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
