@@ -267,7 +267,7 @@ async fn route_and_forward(
                 return (route.name.clone(), Err(StreamReset));
             }
         }
-        let pseudo = filter::apply_pairs(&pairs, &mut parts.headers);
+        let pseudo = filter::apply_request_pairs(&pairs, &mut parts.headers);
         // Parsed again only if a filter changed them.
         if let Some(method) = pseudo
             .method
@@ -284,9 +284,13 @@ async fn route_and_forward(
         {
             parts.uri = path;
         }
-        if let Some(new_authority) = pseudo.authority
-            && new_authority != authority
-        {
+        // Filters name a new authority in `:authority`, or (as some written for HTTP/1.1 do)
+        // by setting `host`; either way one name is routed on and sent.
+        let new_authority = pseudo
+            .authority
+            .filter(|a| *a != authority)
+            .or(pseudo.host.filter(|h| *h != authority));
+        if let Some(new_authority) = new_authority {
             // Taken only if it can also be sent: routing by one name and sending another is
             // what `request_authority` exists to prevent.
             if is_host(new_authority)

@@ -839,3 +839,63 @@ async fn a_request_a_filter_stops_is_not_held_against_the_endpoint() {
     let got = get(addr, "/").await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
 }
+
+/// A filter sees a request's authority once, as `:authority` (Envoy normalizes `Host` to it),
+/// and one that sets `host` moves the request there: the upstream gets one `Host` either way.
+#[tokio::test]
+async fn filters_see_the_authority_once_and_may_set_it_as_host() {
+    let upstream = Upstream::named("alpha").await;
+    let base = simple_config("", &[upstream.addr], "            filter_chain: edge\n");
+    let chain = |request: &str| {
+        format!(
+            r#"{base}
+filter_chains:
+  - name: edge
+    plugins:
+      - name: headers
+        source: "file://{wasm}"
+        config:
+          request: {request}
+"#,
+            wasm = wasmesh_test_programs::HEADERS_WASM,
+        )
+    };
+
+    let reader =
+        chain(r#"{ set: { x-saw-host: "%REQ(host)%", x-saw-authority: "%REQ(:authority)%" } }"#);
+    let proxy = Proxy::start(&reader);
+    for h2 in [false, true] {
+        let got = send(proxy.addr("main"), request("GET", "/", &[]), h2).await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}: {}", got.text());
+        let seen = upstream.last_seen();
+        assert_eq!(seen.headers["x-saw-authority"], "test.local", "h2={h2}");
+        assert!(
+            !seen.headers.contains_key("x-saw-host"),
+            "h2={h2}: a filter saw `host`: {:?}",
+            seen.headers
+        );
+        let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, ["test.local"], "h2={h2}");
+    }
+    drop(proxy);
+
+    // Set as `host`, the new authority is what an HTTP/1.1 upstream gets as `Host` and an
+    // HTTP/2 one as `:authority` (with no `host` beside it).
+    let writer = chain(r#"{ set: { host: moved.example } }"#);
+    let h2_upstream = writer.replace("    endpoints: [", "    protocol: http2\n    endpoints: [");
+    for (yaml, upstream_h2) in [(writer, false), (h2_upstream, true)] {
+        let proxy = Proxy::start(&yaml);
+        for h2 in [false, true] {
+            let got = send(proxy.addr("main"), request("GET", "/", &[]), h2).await;
+            assert_eq!(got.status, StatusCode::OK, "h2={h2}: {}", got.text());
+            let seen = upstream.last_seen();
+            let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+            if upstream_h2 {
+                assert_eq!(seen.authority.as_deref(), Some("moved.example"), "h2={h2}");
+                assert!(hosts.is_empty(), "h2={h2}: {hosts:?}");
+            } else {
+                assert_eq!(hosts, ["moved.example"], "h2={h2}");
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub use attributes::RequestAttributes;
 pub use body::{Direction, filter_body};
 pub use callout::ClusterCallouts;
 pub use chain::{Chain, ChainError, LoadMode, host, load_chains};
-pub use pairs::{apply_pairs, request_pairs, response_pairs};
+pub use pairs::{apply_pairs, apply_request_pairs, request_pairs, response_pairs};
 
 /// A stream of one plugin for one request, shared by the header phases and the body filters.
 pub type SharedStream = Arc<Mutex<HttpStream>>;

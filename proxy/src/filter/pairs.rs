@@ -1,10 +1,12 @@
 //! Header maps as filters see them: ordered `(name, value)` pairs with the HTTP/2 pseudo
 //! headers, and the way back into `http::HeaderMap`.
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 /// The request head as filters see it: pseudo headers first, then the rest, names lowercase.
+/// `Host` is not among them: its value is `:authority`, as in Envoy, which normalizes HTTP/1.1
+/// requests to HTTP/2's form — so a filter reads and sets the authority in one place.
 pub fn request_pairs(
     method: &Method,
     uri: &Uri,
@@ -23,7 +25,11 @@ pub fn request_pairs(
     ));
     pairs.push((":authority".into(), authority.as_bytes().to_vec()));
     pairs.push((":scheme".into(), scheme.as_bytes().to_vec()));
-    push_headers(&mut pairs, headers);
+    for (name, value) in headers {
+        if name != header::HOST {
+            pairs.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+        }
+    }
     pairs
 }
 
@@ -47,6 +53,9 @@ pub struct Pseudo<'a> {
     pub path: Option<&'a str>,
     pub authority: Option<&'a str>,
     pub status: Option<&'a str>,
+    /// A `host` a filter set on a request ([`apply_request_pairs`]), which Envoy's filters do
+    /// not see but may still write; the map's own `Host` is left for the caller to settle.
+    pub host: Option<&'a str>,
 }
 
 /// Past this many regular headers, [`apply_pairs`] rebuilds the map instead of comparing
@@ -60,9 +69,27 @@ const COMPARE_LIMIT: usize = 64;
 /// order. Names or values that are not valid HTTP are dropped (and logged) rather than
 /// forwarded.
 pub fn apply_pairs<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap) -> Pseudo<'a> {
+    apply(pairs, headers, false)
+}
+
+/// [`apply_pairs`] for a request made by [`request_pairs`]: the map's `Host` (which the pairs
+/// leave out) stays where it is, and a `host` pair a filter added comes back as
+/// [`Pseudo::host`] instead of a second `Host`.
+pub fn apply_request_pairs<'a>(
+    pairs: &'a [(String, Vec<u8>)],
+    headers: &mut HeaderMap,
+) -> Pseudo<'a> {
+    apply(pairs, headers, true)
+}
+
+fn apply<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap, request: bool) -> Pseudo<'a> {
     let mut pseudo = Pseudo::default();
     let mut regular: Vec<(&str, &[u8])> = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
+        if request && name.eq_ignore_ascii_case("host") {
+            pseudo.host = std::str::from_utf8(value).ok();
+            continue;
+        }
         let Some(p) = name.strip_prefix(':') else {
             regular.push((name.as_str(), value.as_slice()));
             continue;
@@ -78,16 +105,33 @@ pub fn apply_pairs<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap) 
     }
     // Most chains leave what they were given alone and add headers at the end: then the map
     // is a prefix of the pairs (they were made from it in its own order), and the rest is new.
+    // A request's `Host` is not the filters' to see or remove.
+    let aside = |name: &HeaderName| request && name == header::HOST;
+    let own = headers.len()
+        - if request {
+            headers.get_all(header::HOST).iter().count()
+        } else {
+            0
+        };
     let mut kept = headers
         .iter()
+        .filter(|(name, _)| !aside(name))
         .zip(&regular)
         .take_while(|((name, value), (n, v))| name.as_str() == *n && value.as_bytes() == *v)
         .count();
-    if kept < headers.len() && regular.len() > COMPARE_LIMIT {
+    if kept < own && regular.len() > COMPARE_LIMIT {
+        let host = if request {
+            headers.remove(header::HOST)
+        } else {
+            None
+        };
         headers.clear();
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
         kept = 0;
     }
-    if kept == headers.len() {
+    if kept == own {
         for (name, value) in &regular[kept..] {
             append(headers, name, std::iter::once(*value));
         }
@@ -95,7 +139,7 @@ pub fn apply_pairs<'a>(pairs: &'a [(String, Vec<u8>)], headers: &mut HeaderMap) 
     }
     let gone: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| !regular.iter().any(|(n, _)| *n == k.as_str()))
+        .filter(|k| !aside(k) && !regular.iter().any(|(n, _)| *n == k.as_str()))
         .cloned()
         .collect();
     for name in gone {
@@ -234,5 +278,40 @@ mod tests {
         apply_pairs(&edited, &mut m);
         assert_eq!(m.len(), COMPARE_LIMIT + 1);
         assert!(m.get("gone").is_none());
+    }
+
+    #[test]
+    fn a_request_host_is_the_authority_and_stays_out_of_the_pairs() {
+        let m = map(&[("host", "a.example"), ("x", "1")]);
+        let uri = Uri::from_static("/p");
+        let made = request_pairs(&Method::GET, &uri, "a.example", "http", &m);
+        let names: Vec<_> = made.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [":method", ":path", ":authority", ":scheme", "x"]);
+
+        // Unedited, the map keeps its `Host`, where it was.
+        let mut same = m.clone();
+        let pseudo = apply_request_pairs(&made, &mut same);
+        assert_eq!(same, m);
+        assert_eq!(pseudo.host, None);
+        assert_eq!(same.keys().next(), Some(&header::HOST));
+
+        // A filter's edits leave `Host` alone; a `host` it sets comes back separately.
+        let mut edited = made.clone();
+        edited.retain(|(n, _)| n != "x");
+        edited.push(("y".into(), b"2".to_vec()));
+        edited.push(("host".into(), b"b.example".to_vec()));
+        let mut m2 = m.clone();
+        let pseudo = apply_request_pairs(&edited, &mut m2);
+        assert_eq!(pseudo.host, Some("b.example"));
+        assert_eq!(values(&m2, "host"), ["a.example"]);
+        assert_eq!(values(&m2, "x"), Vec::<String>::new());
+        assert_eq!(values(&m2, "y"), ["2"]);
+
+        // Responses have no authority: `host` there is an ordinary header.
+        let mut r = HeaderMap::new();
+        let response = pairs(&[("host", "c.example")]);
+        let pseudo = apply_pairs(&response, &mut r);
+        assert_eq!(pseudo.host, None);
+        assert_eq!(values(&r, "host"), ["c.example"]);
     }
 }

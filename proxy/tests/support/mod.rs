@@ -138,6 +138,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub version: Version,
+    /// The authority of the request target: HTTP/2's `:authority` (HTTP/1.1 sends `Host`).
+    pub authority: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub trailers: Option<HeaderMap>,
@@ -222,6 +224,7 @@ impl Upstream {
                                     .map(|p| p.to_string())
                                     .unwrap_or_default(),
                                 version: parts.version,
+                                authority: parts.uri.authority().map(|a| a.to_string()),
                                 headers: parts.headers,
                                 body,
                                 trailers,
