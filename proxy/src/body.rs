@@ -37,13 +37,21 @@ pub fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> ProxyBody {
 }
 
 /// What became of a downstream request body on its way upstream, for telling whose fault a
-/// failed upstream request was.
+/// failed upstream request was, and when the request was complete.
 #[derive(Debug, Default)]
 pub struct BodyWatch {
+    /// When the body was read to its end: where the route's timeouts start, as Envoy's do.
+    ended: std::sync::OnceLock<tokio::time::Instant>,
+    /// Who waits for `ended`.
+    waker: futures_util::task::AtomicWaker,
+    /// Frames read so far: whether an unfinished body is still moving.
+    frames: std::sync::atomic::AtomicU64,
     /// The body went past the listener's `max_request_body_bytes` (and was cut off there).
     pub too_large: AtomicBool,
-    /// The body failed on the downstream side: malformed, cut off, or too large.
+    /// The body failed on the downstream side: malformed, cut off, too large, or silent.
     pub failed: AtomicBool,
+    /// The client went silent in the middle of the body for longer than the route allows.
+    pub timed_out: AtomicBool,
 }
 
 impl BodyWatch {
@@ -53,6 +61,36 @@ impl BodyWatch {
 
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Marks the body read to its end (the first time counts), and wakes who waits for it.
+    fn end(&self) {
+        if self.ended.set(tokio::time::Instant::now()).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    /// How many frames of the body went through so far.
+    pub fn progress(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// When the body ended, if it has.
+    pub fn ended(&self) -> Option<tokio::time::Instant> {
+        self.ended.get().copied()
+    }
+
+    /// When the body ended; if it has not yet, `cx` is woken when it does.
+    pub fn poll_ended(&self, cx: &mut Context<'_>) -> Option<tokio::time::Instant> {
+        if let Some(at) = self.ended() {
+            return Some(at);
+        }
+        self.waker.register(cx.waker());
+        self.ended()
     }
 }
 
@@ -84,10 +122,14 @@ impl http_body::Body for Watched {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
+                this.watch.frames.fetch_add(1, Ordering::Relaxed);
+                if this.inner.is_end_stream() {
+                    this.watch.end();
+                }
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
                     match left.checked_sub(data.len() as u64) {
                         Some(rest) => *left = rest,
@@ -101,14 +143,24 @@ impl http_body::Body for Watched {
                     }
                 }
             }
-            Some(Err(_)) => this.watch.failed.store(true, Ordering::Relaxed),
-            None => {}
+            Some(Err(err)) => {
+                if err.is::<Silent>() {
+                    this.watch.timed_out.store(true, Ordering::Relaxed);
+                }
+                this.watch.failed.store(true, Ordering::Relaxed);
+            }
+            None => this.watch.end(),
         }
         Poll::Ready(frame)
     }
 
+    // hyper stops polling a body that says it has ended (its length reached).
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.watch.end();
+        }
+        end
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -135,8 +187,36 @@ pub fn time_limited(body: ProxyBody, idle: Duration, deadline: Option<Deadline>)
         deadline,
         timer: None,
         armed: false,
+        side: Side::Response,
     }
     .boxed_unsync()
+}
+
+/// A downstream request body, cut off with a [`Silent`] error when the client stays silent
+/// in the middle of it for `idle` (Envoy's stream idle timeout, which watches both
+/// directions): a client that stops sending must not hold its request, and the listener's
+/// in-flight slot, for ever.
+pub fn idle_limited(body: ProxyBody, idle: Duration) -> ProxyBody {
+    TimeLimited {
+        inner: body,
+        idle,
+        deadline: None,
+        timer: None,
+        armed: false,
+        side: Side::Request,
+    }
+    .boxed_unsync()
+}
+
+/// A request body that stayed silent past the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body was silent for {0:?} (idle_timeout)")]
+pub struct Silent(Duration);
+
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
 }
 
 struct TimeLimited {
@@ -146,6 +226,7 @@ struct TimeLimited {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `timer` counts the current wait (it is re-armed after each frame).
     armed: bool,
+    side: Side,
 }
 
 impl http_body::Body for TimeLimited {
@@ -177,6 +258,9 @@ impl http_body::Body for TimeLimited {
                 }
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
+                }
+                if let Side::Request = this.side {
+                    return Poll::Ready(Some(Err(Box::new(Silent(this.idle)))));
                 }
                 let message = match &this.deadline {
                     Some(deadline) if tokio::time::Instant::now() >= deadline.at => {

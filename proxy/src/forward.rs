@@ -5,8 +5,10 @@
 //! per-route timeout and retry policy applied, outcomes fed to outlier detection, and the
 //! response streamed back. `Upgrade` requests (WebSocket) are spliced byte for byte after a 101.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -176,8 +178,10 @@ async fn route_and_forward(
     // Whose fault a failed upstream request was: a body that failed downstream (malformed,
     // cut off, too large) is the client's, never counted against the upstream endpoint.
     let watch = Arc::new(body::BodyWatch::default());
-    let limit =
-        |body: ProxyBody| body::watched(body, listener.max_request_body_bytes, watch.clone());
+    let limit = |body: ProxyBody| {
+        let body = body::idle_limited(body, route.idle_timeout);
+        body::watched(body, listener.max_request_body_bytes, watch.clone())
+    };
     prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
 
     // Filters run on the request as the router would send it, and may re-route it.
@@ -367,8 +371,8 @@ async fn route_and_forward(
     let version = parts.version;
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some() && small).await {
         Ok(body) => body,
-        Err(_) if watch.too_large() => {
-            let reply = Reply::local(payload_too_large(version));
+        Err(_) if watch.too_large() || watch.timed_out() => {
+            let reply = Reply::local(body_refused(version, &watch));
             let response = respond(
                 reply,
                 streams,
@@ -410,13 +414,16 @@ async fn route_and_forward(
         path,
         headers: parts.headers,
     };
-    // The route timeout runs from here until the response body ends.
-    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
+    // The route timeout runs from the end of the request (now, unless its body still streams
+    // from the client) until the end of the response body, as Envoy's does: an upload's own
+    // time does not count against it.
+    let now = tokio::time::Instant::now();
+    let complete = body.replayable().then_some(now);
     let sending = send_with_retries(cluster, request, body, policy, timeout, &watch, &answered);
-    let sent = match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, sending)
+    let sent = match timeout {
+        Some(limit) => after_request(sending, limit, complete, &watch)
             .await
-            .unwrap_or_else(|_| Sent {
+            .unwrap_or_else(|| Sent {
                 response: local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                 upgrade: None,
                 upstream: None,
@@ -424,11 +431,22 @@ async fn route_and_forward(
             }),
         None => sending.await,
     };
+    // An upstream may answer before the request body ended; the clock then starts with its
+    // answer.
+    let deadline = timeout.map(|limit| {
+        complete
+            .or_else(|| watch.ended())
+            .unwrap_or_else(tokio::time::Instant::now)
+            + limit
+    });
     let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
     let upstream_upgrade = if local.is_some() { None } else { sent.upgrade };
     let reply = match local {
-        // Whatever the upstream made of a body cut off at the limit, the client is told why.
-        None if watch.too_large() => Reply::local(payload_too_large(version)),
+        // Whatever the upstream made of a body cut off at the limit, or at the client's
+        // silence, the client is told why.
+        None if watch.too_large() || watch.timed_out() => {
+            Reply::local(body_refused(version, &watch))
+        }
         // A request filter answered from its body: its answer stands, whatever the upstream
         // (which saw the request body cut short) said.
         Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
@@ -619,12 +637,13 @@ async fn send_with_retries(
         };
         // A streamed body goes out with this attempt; whatever comes back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
+        let complete = body.replayable().then(tokio::time::Instant::now);
         let result = try_once(
             cluster,
             &mut request,
             last,
             attempt_body,
-            per_try,
+            per_try.map(|limit| (limit, complete)),
             watch,
             answered,
         )
@@ -680,6 +699,8 @@ impl Drop for AttemptGuards {
     }
 }
 
+// Moved once per attempt; boxing the response would cost an allocation on every request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Response(Response<PooledBody>, AttemptGuards, Arc<Endpoint>),
     Failed(Failure),
@@ -737,12 +758,14 @@ impl Failure {
     }
 }
 
+/// `per_try`: the attempt's own time limit, and when it starts if the request is complete
+/// already (else it starts when the client's body ends).
 async fn try_once(
     cluster: &Arc<Cluster>,
     request: &mut Outgoing,
     last: bool,
     body: ProxyBody,
-    per_try: Option<Duration>,
+    per_try: Option<(Duration, Option<tokio::time::Instant>)>,
     watch: &body::BodyWatch,
     answered: &filter::body::Answer,
 ) -> Attempt {
@@ -760,17 +783,20 @@ async fn try_once(
         Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),
     };
     // Without a shorter per-try limit the route's own timeout (around all attempts) is the
-    // only one needed; a second timer per request is not free.
+    // only one needed; a second timer per request is not free. Like the route's, it starts
+    // when the request is complete.
     let result = match per_try {
-        Some(limit) => tokio::time::timeout(limit, upstream.pool.send(outgoing)).await,
-        None => Ok(upstream.pool.send(outgoing).await),
+        Some((limit, complete)) => {
+            after_request(upstream.pool.send(outgoing), limit, complete, watch).await
+        }
+        None => Some(upstream.pool.send(outgoing).await),
     };
     drop::<Permit>(pending);
     let head_at = Instant::now();
     let rtt = head_at.saturating_duration_since(sent);
     match result {
         // A body-less answer (to HEAD, a 304) may name any coding: there is nothing to decode.
-        Ok(Ok(response))
+        Some(Ok(response))
             if response.version() < Version::HTTP_2
                 && !response.body().is_end_stream()
                 && foreign_transfer_coding(response.headers()) =>
@@ -785,7 +811,7 @@ async fn try_once(
                 "response in a transfer coding other than chunked".into(),
             ))
         }
-        Ok(Ok(response)) => {
+        Some(Ok(response)) => {
             let outcome = if response.status().is_server_error() {
                 Outcome::ServerError
             } else {
@@ -803,7 +829,7 @@ async fn try_once(
                 upstream.endpoint.clone(),
             )
         }
-        Ok(Err(err)) => {
+        Some(Err(err)) => {
             drop(in_flight);
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
                 return Attempt::Failed(Failure::Overflow(reason));
@@ -830,13 +856,51 @@ async fn try_once(
                 Attempt::Failed(Failure::Reset(msg))
             }
         }
-        Err(_) => {
+        None => {
             drop(in_flight);
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             cluster.counters.timeout.increment(1);
             Attempt::Failed(Failure::Timeout)
         }
     }
+}
+
+/// `future`, given `limit` from the end of the downstream request, as Envoy's route and per-try
+/// timeouts are: from `complete` if the request is complete already, else from when its body
+/// ends (`watch`). While that body is still arriving, the limit ends the request only if the
+/// body made no progress for that long, so a steady upload takes what it takes but one that
+/// stalls (an upstream that stopped reading) does not hang. `None` if the time ran out first.
+/// The future is polled in place, not moved into a `Timeout`.
+async fn after_request<F: Future>(
+    future: F,
+    limit: Duration,
+    complete: Option<tokio::time::Instant>,
+    watch: &body::BodyWatch,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut armed = complete.is_some();
+    let start = complete.unwrap_or_else(tokio::time::Instant::now);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(start + limit));
+    let mut progress = watch.progress();
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if !armed && let Some(ended) = watch.poll_ended(cx) {
+            timer.as_mut().reset(ended + limit);
+            armed = true;
+        }
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            let now = watch.progress();
+            if armed || now == progress {
+                return Poll::Ready(None);
+            }
+            progress = now;
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+    })
+    .await
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -865,9 +929,12 @@ fn retriable_failure(policy: &RetryPolicy, failure: &Failure) -> bool {
         (_, Failure::Overflow(_) | Failure::Downstream(_)) => false,
         // Envoy's `5xx` covers connect failures, resets and timeouts as well.
         (RetryOn::FiveXx, _) => true,
-        (RetryOn::GatewayError, Failure::Connect(_) | Failure::Timeout | Failure::NoEndpoint) => {
-            true
-        }
+        // An upstream reset counts as a gateway error, since the client gets a 502 for it, as
+        // Envoy's `wouldRetryFromReset` counts it.
+        (
+            RetryOn::GatewayError,
+            Failure::Connect(_) | Failure::Reset(_) | Failure::Timeout | Failure::NoEndpoint,
+        ) => true,
         (RetryOn::ConnectFailure, Failure::Connect(_) | Failure::NoEndpoint) => true,
         (RetryOn::Reset, Failure::Reset(_) | Failure::Timeout) => true,
         _ => false,
@@ -1170,14 +1237,15 @@ fn prepare_headers(
     // Entries: each name is hashed once, whether it is read, replaced or added.
     match headers.entry(X_FORWARDED_FOR) {
         Entry::Occupied(mut existing) => {
-            let value = match existing.get().to_str() {
-                Ok(before) => HeaderValue::from_str(&format!(
-                    "{before}, {}",
-                    conn.client_ip.to_str().unwrap_or("unknown")
-                ))
-                .unwrap_or_else(|_| conn.client_ip.clone()),
-                Err(_) => conn.client_ip.clone(),
-            };
+            // Several field lines are one list (RFC 9110 §5.3), in order; all of it is kept,
+            // byte for byte, and the client's address goes at the end.
+            let mut list = Vec::with_capacity(64);
+            for value in existing.iter() {
+                list.extend_from_slice(value.as_bytes());
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(conn.client_ip.as_bytes());
+            let value = HeaderValue::from_bytes(&list).unwrap_or_else(|_| conn.client_ip.clone());
             existing.insert(value);
         }
         Entry::Vacant(slot) => {
@@ -1212,7 +1280,14 @@ fn prepare_headers(
 
 fn strip_response_hop_by_hop(mut response: Response<PooledBody>) -> Response<PooledBody> {
     let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(response.headers_mut(), upgrade);
+    let headers = response.headers_mut();
+    // The body was framed by `Transfer-Encoding`, so a `Content-Length` beside it is wrong, and
+    // passed on it would frame the body for the client (cut short, or a message left
+    // unfinished): an intermediary must remove it (RFC 9112 §6.3).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers, upgrade);
     response
 }
 
@@ -1418,6 +1493,20 @@ pub fn local_reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
 
 /// 413 for a body over the listener's `max_request_body_bytes`: the rest of that body is
 /// never read.
+/// Why a request body was cut off on the client's side: too large (413) or silent too long
+/// (408, as Envoy answers a stream idle timeout before the response began).
+fn body_refused(version: Version, watch: &body::BodyWatch) -> Response<ProxyBody> {
+    if watch.too_large() {
+        payload_too_large(version)
+    } else {
+        closing_reply(
+            version,
+            StatusCode::REQUEST_TIMEOUT,
+            "request body timed out",
+        )
+    }
+}
+
 fn payload_too_large(version: Version) -> Response<ProxyBody> {
     closing_reply(
         version,
@@ -1530,6 +1619,9 @@ mod tests {
         let gw = policy(vec![RetryOn::GatewayError]);
         assert!(retriable_status(&gw, StatusCode::BAD_GATEWAY));
         assert!(!retriable_status(&gw, StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(retriable_failure(&gw, &Failure::Reset("x".into())));
+        assert!(retriable_failure(&gw, &Failure::Connect("x".into())));
+        assert!(!retriable_failure(&gw, &Failure::Downstream("x".into())));
 
         let connect = policy(vec![RetryOn::ConnectFailure]);
         assert!(retriable_failure(&connect, &Failure::Connect("x".into())));

@@ -378,6 +378,66 @@ async fn slowloris_and_silent_connections_are_closed() {
     assert_eq!(upstream.hits(), 2, "only the normal requests got through");
 }
 
+/// A client that sends a request head and then goes silent in its body gets 408 at the
+/// route's `idle_timeout` (Envoy's stream idle timeout), whether the body was being kept for
+/// retries or streamed upstream, and its connection is closed: it cannot hold a request slot
+/// for ever.
+#[tokio::test]
+async fn a_request_body_that_goes_silent_gets_408() {
+    let upstream = recording_upstream().await;
+    for (case, route_extra) in [
+        ("streamed", "            idle_timeout: 1s\n"),
+        (
+            "kept for retries",
+            "            idle_timeout: 1s\n            retry_policy: { retry_on: [5xx], num_retries: 1 }\n",
+        ),
+    ] {
+        let proxy = Proxy::start(&simple_config("", &[upstream.addr], route_extra));
+        let got = until_closed(
+            proxy.addr("main"),
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+        )
+        .await
+        .unwrap_or_else(|| panic!("{case}: the silent body held its connection"));
+        assert!(got.starts_with("HTTP/1.1 408"), "{case}: {got}");
+        normal_request_served(proxy.addr("main")).await;
+    }
+}
+
+/// The route timeout starts when the request is complete, as Envoy's does: an upload that
+/// takes longer than the timeout, at a steady pace, is answered, not cut off with a 504.
+#[tokio::test]
+async fn an_upload_longer_than_the_route_timeout_is_answered() {
+    let upstream = recording_upstream().await;
+    let proxy = Proxy::start(&simple_config(
+        "",
+        &[upstream.addr],
+        "            timeout: 2s\n",
+    ));
+    let mut tcp = TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    // Four seconds of body, a byte a second: twice the route timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tcp.write_all(b"1\r\nx\r\n").await.expect("chunk");
+    }
+    tcp.write_all(b"0\r\n\r\n").await.expect("end");
+    let mut got = Vec::new();
+    tokio::time::timeout(HANG, tcp.read_to_end(&mut got))
+        .await
+        .expect("the proxy held the connection")
+        .expect("read");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("4 bytes"), "{got}");
+}
+
 /// HTTP/2 rapid reset (CVE-2023-44487): a client opens streams and resets each at once. The
 /// proxy's cost stays bounded: other clients are served during the attack, its memory stays
 /// bounded, and every request slot the reset streams took is free again afterwards.

@@ -44,6 +44,8 @@ enum Fault {
     SlowBody,
     /// Sends a body in a transfer coding besides chunked (`gzip, chunked`).
     CodedBody,
+    /// Sends a chunked body of 10 bytes under a `Content-Length: 5` as well.
+    LengthAndChunked,
 }
 
 /// A raw TCP server on loopback misbehaving with `fault` on every connection.
@@ -87,6 +89,11 @@ async fn bad_upstream(fault: Fault) -> (SocketAddr, tokio::task::JoinHandle<()>)
                     Fault::CodedBody => {
                         let _ = tcp
                             .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                            .await;
+                    }
+                    Fault::LengthAndChunked => {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n")
                             .await;
                     }
                     Fault::TricklingBody | Fault::SlowBody => {
@@ -264,6 +271,69 @@ async fn a_response_in_a_foreign_transfer_coding_is_a_502() {
     // An answer to HEAD has no body to decode, whatever coding its head names.
     let got = send(proxy.addr("main"), request("HEAD", "/", &[]), false).await;
     assert_eq!(got.status, StatusCode::OK);
+}
+
+/// A response framed by `Transfer-Encoding` and naming a `Content-Length` too is read as
+/// chunked, and its `Content-Length` goes (RFC 9112 §6.3): passed on, it would frame the body
+/// for the client, cutting it short.
+#[tokio::test]
+async fn a_chunked_response_loses_its_content_length() {
+    let (bad, _server) = bad_upstream(Fault::LengthAndChunked).await;
+    let proxy = Proxy::start(&simple_config("", &[bad], ""));
+    for h2 in [false, true] {
+        let got = send(proxy.addr("main"), request("GET", "/", &[]), h2).await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}");
+        assert_eq!(got.text(), "0123456789", "h2={h2}");
+        assert_ne!(got.header("content-length"), Some("5"), "h2={h2}");
+    }
+}
+
+/// An upstream that stops reading in the middle of an upload: the body stops moving, and the
+/// route timeout (which waits for the end of a request whose body keeps moving) ends it with a
+/// 504 instead of letting it hang.
+#[tokio::test]
+async fn an_upload_the_upstream_stopped_reading_gets_a_504() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        // Accepts and holds every connection, reading nothing.
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let proxy = Proxy::start(&simple_config("", &[upstream], "            timeout: 1s\n"));
+    let tcp = TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = tcp.into_split();
+    tokio::spawn(async move {
+        // 64 MiB announced: far more than the sockets between here and the upstream buffer.
+        let head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n";
+        if writer.write_all(head).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..1024 {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(HANG_MARGIN, async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled upload hung");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 504"), "{got}");
 }
 
 /// An upstream that stalls in the middle of its body: the route's idle timeout cuts it off.

@@ -46,6 +46,28 @@ async fn http1_request_reaches_upstream_with_forwarding_headers() {
         "header named by Connection is hop-by-hop"
     );
     assert!(!seen.headers.contains_key("keep-alive"));
+
+    // Several X-Forwarded-For lines are one list, kept whole and in order (RFC 9110 §5.3):
+    // dropping one would hand a spoofed first entry to an upstream that trusts a hop count.
+    for h2 in [false, true] {
+        let got = send(
+            proxy.addr("main"),
+            request(
+                "GET",
+                "/",
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-for", "10.1.2.3, 10.4.5.6"),
+                ],
+            ),
+            h2,
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}");
+        let seen = upstream.last_seen();
+        let xff: Vec<_> = seen.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["6.6.6.6, 10.1.2.3, 10.4.5.6, 127.0.0.1"], "h2={h2}");
+    }
 }
 
 #[tokio::test]

@@ -213,13 +213,17 @@ pub struct Route {
     /// ...or split between these by weight.
     #[serde(default)]
     pub weighted_clusters: Vec<WeightedCluster>,
-    /// Time allowed from sending the request upstream until the response is complete (its
-    /// headers and its body), retries included: Envoy's route timeout. `0s` turns it off, for
-    /// responses that stream without end; filter pauses are then bounded by `idle_timeout`.
+    /// Time allowed from the end of the request (at once for one without a body, else when
+    /// the client's body has arrived whole) until the response is complete (its headers and
+    /// its body), retries included: Envoy's route timeout, so an upload's own time does not
+    /// count (while it lasts, the timeout ends it only if it makes no progress for that long).
+    /// `0s` turns it off, for responses that stream without end; filter pauses are then
+    /// bounded by `idle_timeout`.
     #[serde(default = "defaults::route_timeout", with = "duration")]
     pub timeout: Duration,
-    /// Longest silence allowed in the upstream's response body once its headers arrived
-    /// (Envoy's stream idle timeout); a stalled body is cut off there.
+    /// Longest silence allowed in the client's request body, and in the upstream's response
+    /// body once its headers arrived (Envoy's stream idle timeout, which watches both ways); a
+    /// stalled request body is answered 408, a stalled response body is cut off.
     #[serde(default = "defaults::route_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
     #[serde(default)]
