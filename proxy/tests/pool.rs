@@ -48,7 +48,7 @@ async fn raw_upstream_seeing(
                 let mut buf = Vec::new();
                 let mut served = 0;
                 while served < per_connection {
-                    // Read one request head (the proxy sends GETs without bodies here).
+                    // Read one request head, then its body if it names a length.
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         let mut chunk = [0u8; 4096];
                         match tcp.read(&mut chunk).await {
@@ -65,6 +65,20 @@ async fn raw_upstream_seeing(
                         .expect("lines")
                         .push(head.lines().next().unwrap_or("").to_string());
                     buf.drain(..end);
+                    let length = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < length {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..length);
                     let response = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
@@ -93,10 +107,26 @@ async fn sequential_requests_share_one_upstream_connection() {
             (StatusCode::OK, "pooled")
         );
     }
+    // With bodies too: a connection goes back once its request body went out whole.
+    for _ in 0..20 {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "test.local")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"hello",
+            )))
+            .expect("request");
+        let got = send(addr, req, false).await;
+        assert_eq!(
+            (got.status, got.text().as_str()),
+            (StatusCode::OK, "pooled")
+        );
+    }
     assert_eq!(
         connections.load(Ordering::SeqCst),
         1,
-        "fifty requests one after another need one upstream connection"
+        "seventy requests one after another need one upstream connection"
     );
     let clusters = get_admin_text(proxy.admin.expect("admin"), "/clusters");
     assert!(clusters.contains("\"idle_connections\": 1"), "{clusters}");
@@ -177,6 +207,65 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
         2,
         "the abandoned exchange's connection was not reused"
     );
+}
+
+/// An upstream may answer before reading the whole request body (a 401 or 413 to an upload),
+/// as nginx does. That connection is still sending the body when the response ends, so it
+/// must not serve the next request, which would wait behind the rest of the upload: Envoy
+/// closes it, and so does the pool.
+#[tokio::test]
+async fn a_connection_still_uploading_is_not_lent_to_the_next_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Answers every head at once, body read or not; then keeps reading (and
+                // answering any further head on the connection).
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let yaml = simple_config("", &[upstream], "            timeout: 5s\n");
+    let proxy = Proxy::start(&yaml);
+    let addr = proxy.addr("main");
+    // An upload that starts and then waits: its answer comes back while it is unfinished.
+    let mut uploader = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    uploader
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut head = [0u8; 1024];
+    let n = uploader.read(&mut head).await.expect("read");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // The next request needs a connection of its own; on the uploading one it would wait for
+    // an upload that never ends, and get the route's 504.
+    let got = get(addr, "/").await;
+    assert_eq!((got.status, got.text().as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    drop(uploader);
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! HTTP/1.1 connections wait idle between requests on a stack (the most recently used is
 //! reused first, so a burst's spare connections age out); a connection goes back on the stack
-//! only once its response body has been read to the end, and is dropped — closed — otherwise.
+//! only once its response body has been read to the end and its request body sent whole, and
+//! is dropped — closed — otherwise.
 //! HTTP/2 (configured, or negotiated by ALPN) uses one multiplexed connection. Every
 //! connection comes from the endpoint's connector, so TLS, the connect timeout and the
 //! cluster's `max_connections` apply. A request that a pooled connection did not send (the
@@ -13,6 +14,7 @@
 //! and no task per returned connection: a request costs a lock, a pop and a push.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -111,6 +114,17 @@ impl Pool {
         // HTTP/1.1 requests go out in origin form (`GET /path`); HTTP/2 needs the absolute URI.
         // A request already in origin form (the proxy's own, to an HTTP/1.1 cluster) is sent
         // as it is.
+        // An upstream may answer before it has read the whole request body (a 401 or 413 to
+        // an upload); the connection is still sending it then, and must not be lent to the
+        // next request, which would wait behind the rest of someone else's upload.
+        let uploaded = if request.body().is_end_stream() {
+            None
+        } else {
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            request = request.map(|inner| Uploading { inner, done: flag }.boxed_unsync());
+            Some(done)
+        };
         let absolute = match request.uri().authority() {
             Some(_) => {
                 let absolute = request.uri().clone();
@@ -127,7 +141,7 @@ impl Pool {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(inner.lease(response, sender)),
+                Ok(response) => return Ok(inner.lease(response, sender, uploaded)),
                 Err(mut err) => match err.take_message() {
                     // Never written: the connection was closing under us; try another.
                     Some(unsent) => request = unsent,
@@ -142,7 +156,7 @@ impl Pool {
         }
         match inner.connect().await? {
             Fresh::Http1(mut sender) => match sender.send_request(request).await {
-                Ok(response) => Ok(inner.lease(response, sender)),
+                Ok(response) => Ok(inner.lease(response, sender, uploaded)),
                 Err(source) => Err(PoolError::Send {
                     address: inner.address.clone(),
                     source,
@@ -252,11 +266,13 @@ impl Inner {
         self: &Arc<Self>,
         response: Response<Incoming>,
         sender: http1::SendRequest<ProxyBody>,
+        uploaded: Option<Arc<AtomicBool>>,
     ) -> Response<PooledBody> {
         // A 101 hands the connection to the upgrade; it is never pooled again.
         let lease = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
             pool: Arc::downgrade(self),
             sender,
+            uploaded,
         });
         response.map(|body| PooledBody { inner: body, lease })
     }
@@ -303,6 +319,47 @@ impl Inner {
 struct Lease {
     pool: Weak<Inner>,
     sender: http1::SendRequest<ProxyBody>,
+    /// Set once the request body went out whole; `None` for a request without one.
+    uploaded: Option<Arc<AtomicBool>>,
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that says when it has been sent to its end.
+    struct Uploading {
+        #[pin]
+        inner: ProxyBody,
+        done: Arc<AtomicBool>,
+    }
+}
+
+impl Body for Uploading {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    // hyper stops polling a body that says it has ended (its length reached).
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.done.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -327,6 +384,10 @@ pin_project_lite::pin_project! {
 
 fn give_back(lease: Option<Lease>) {
     if let Some(lease) = lease
+        && lease
+            .uploaded
+            .as_ref()
+            .is_none_or(|done| done.load(Ordering::Acquire))
         && let Some(pool) = lease.pool.upgrade()
     {
         pool.put_idle(lease.sender);
@@ -360,7 +421,6 @@ impl Body for PooledBody {
 
 impl PooledBody {
     pub fn boxed(self) -> ProxyBody {
-        use http_body_util::BodyExt;
         self.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
     }
 }
