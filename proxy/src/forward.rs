@@ -637,13 +637,12 @@ async fn send_with_retries(
         };
         // A streamed body goes out with this attempt; whatever comes back is the answer.
         let last = attempt >= max_attempts || !body.replayable();
-        let complete = body.replayable().then(tokio::time::Instant::now);
         let result = try_once(
             cluster,
             &mut request,
             last,
             attempt_body,
-            per_try.map(|limit| (limit, complete)),
+            per_try.map(|limit| (limit, body.replayable().then(tokio::time::Instant::now))),
             watch,
             answered,
         )
@@ -869,38 +868,66 @@ async fn try_once(
 /// timeouts are: from `complete` if the request is complete already, else from when its body
 /// ends (`watch`). While that body is still arriving, the limit ends the request only if the
 /// body made no progress for that long, so a steady upload takes what it takes but one that
-/// stalls (an upstream that stopped reading) does not hang. `None` if the time ran out first.
-/// The future is polled in place, not moved into a `Timeout`.
-async fn after_request<F: Future>(
+/// stalls (an upstream that stopped reading) does not hang. Yields `None` if the time ran out
+/// first.
+fn after_request<F: Future>(
     future: F,
     limit: Duration,
     complete: Option<tokio::time::Instant>,
     watch: &body::BodyWatch,
-) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let mut armed = complete.is_some();
+) -> AfterRequest<'_, F> {
     let start = complete.unwrap_or_else(tokio::time::Instant::now);
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(start + limit));
-    let mut progress = watch.progress();
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+    AfterRequest {
+        future,
+        timer: tokio::time::sleep_until(start + limit),
+        armed: complete.is_some(),
+        limit,
+        progress: watch.progress(),
+        watch,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`after_request`]: a struct, not an `async fn`, so that the (large)
+    /// future it limits is stored once, as in tokio's `Timeout`.
+    struct AfterRequest<'w, F> {
+        #[pin]
+        future: F,
+        #[pin]
+        timer: tokio::time::Sleep,
+        armed: bool,
+        limit: Duration,
+        progress: u64,
+        watch: &'w body::BodyWatch,
+    }
+}
+
+impl<F: Future> Future for AfterRequest<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        if !armed && let Some(ended) = watch.poll_ended(cx) {
-            timer.as_mut().reset(ended + limit);
-            armed = true;
+        if !*this.armed
+            && let Some(ended) = this.watch.poll_ended(cx)
+        {
+            this.timer.as_mut().reset(ended + *this.limit);
+            *this.armed = true;
         }
         loop {
-            std::task::ready!(timer.as_mut().poll(cx));
-            let now = watch.progress();
-            if armed || now == progress {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            let now = this.watch.progress();
+            if *this.armed || now == *this.progress {
                 return Poll::Ready(None);
             }
-            progress = now;
-            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+            *this.progress = now;
+            this.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.limit);
         }
-    })
-    .await
+    }
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
