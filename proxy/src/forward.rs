@@ -1110,17 +1110,23 @@ fn join_cookies(headers: &mut HeaderMap) {
     if cookies.next().is_none() || cookies.next().is_none() {
         return;
     }
-    let mut joined = Vec::new();
-    for cookie in headers.get_all(header::COOKIE) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(cookie.as_bytes());
-    }
+    let joined = field_lines(headers.get_all(header::COOKIE), b"; ");
     // Each part was a valid value, and "; " is too.
     if let Ok(value) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, value);
     }
+}
+
+/// A field's lines joined into one value with `separator`, byte for byte.
+fn field_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>, separator: &[u8]) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(64);
+    for line in lines {
+        if !joined.is_empty() {
+            joined.extend_from_slice(separator);
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    joined
 }
 
 /// `uri-host [":" port]` and nothing else: a registered name or IPv4 address (whose
@@ -1228,6 +1234,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
         );
     }
+    // A message framed by `Transfer-Encoding` loses any `Content-Length` beside it (RFC 9112
+    // §6.3): passed on, it would frame the body for the next hop, cutting it short. (hyper
+    // already drops it from requests; an upstream's response still carries it.)
+    if doomed.contains(&header::TRANSFER_ENCODING) {
+        doomed.push(header::CONTENT_LENGTH);
+    }
     // `te: trailers` is how gRPC says it understands trailers; it survives the hop.
     let te_trailers = headers
         .get(header::TE)
@@ -1266,11 +1278,8 @@ fn prepare_headers(
         Entry::Occupied(mut existing) => {
             // Several field lines are one list (RFC 9110 §5.3), in order; all of it is kept,
             // byte for byte, and the client's address goes at the end.
-            let mut list = Vec::with_capacity(64);
-            for value in existing.iter() {
-                list.extend_from_slice(value.as_bytes());
-                list.extend_from_slice(b", ");
-            }
+            let mut list = field_lines(existing.iter(), b", ");
+            list.extend_from_slice(b", ");
             list.extend_from_slice(conn.client_ip.as_bytes());
             let value = HeaderValue::from_bytes(&list).unwrap_or_else(|_| conn.client_ip.clone());
             existing.insert(value);
@@ -1307,14 +1316,7 @@ fn prepare_headers(
 
 fn strip_response_hop_by_hop(mut response: Response<PooledBody>) -> Response<PooledBody> {
     let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    // The body was framed by `Transfer-Encoding`, so a `Content-Length` beside it is wrong, and
-    // passed on it would frame the body for the client (cut short, or a message left
-    // unfinished): an intermediary must remove it (RFC 9112 §6.3).
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    strip_hop_by_hop(headers, upgrade);
+    strip_hop_by_hop(response.headers_mut(), upgrade);
     response
 }
 
@@ -1518,8 +1520,6 @@ pub fn local_reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
-/// 413 for a body over the listener's `max_request_body_bytes`: the rest of that body is
-/// never read.
 /// Why a request body was cut off on the client's side: too large (413) or silent too long
 /// (408, as Envoy answers a stream idle timeout before the response began).
 fn body_refused(version: Version, watch: &body::BodyWatch) -> Response<ProxyBody> {
@@ -1534,6 +1534,8 @@ fn body_refused(version: Version, watch: &body::BodyWatch) -> Response<ProxyBody
     }
 }
 
+/// 413 for a body over the listener's `max_request_body_bytes`: the rest of that body is
+/// never read.
 fn payload_too_large(version: Version) -> Response<ProxyBody> {
     closing_reply(
         version,
@@ -1602,7 +1604,12 @@ mod tests {
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         strip_hop_by_hop(&mut h, false);
+        assert!(
+            h.get(header::CONTENT_LENGTH).is_none(),
+            "a chunked message's Content-Length goes too"
+        );
         assert_eq!(
             h.get(header::TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])
