@@ -342,11 +342,11 @@ async fn a_plugin_that_fails_to_configure_rejects_the_config() {
     );
 }
 
-#[tokio::test]
-async fn stock_headers_filter() {
-    let upstream = Upstream::named("alpha").await;
-    let base = simple_config("", &[upstream.addr], "            filter_chain: edge\n");
-    let yaml = format!(
+/// One route to `upstream` through the stock `headers` filter, configured with `request` and
+/// `response` (flow-style YAML).
+fn with_headers_filter(upstream: std::net::SocketAddr, request: &str, response: &str) -> String {
+    let base = simple_config("", &[upstream], "            filter_chain: edge\n");
+    format!(
         r#"{base}
 filter_chains:
   - name: edge
@@ -354,10 +354,20 @@ filter_chains:
       - name: headers
         source: "file://{wasm}"
         config:
-          request: {{ set: {{ x-env: prod }}, add: {{ x-tag: b }}, remove: [x-debug] }}
-          response: {{ set: {{ x-served-by: wasmesh }}, remove: [x-upstream] }}
+          request: {request}
+          response: {response}
 "#,
         wasm = wasmesh_test_programs::HEADERS_WASM,
+    )
+}
+
+#[tokio::test]
+async fn stock_headers_filter() {
+    let upstream = Upstream::named("alpha").await;
+    let yaml = with_headers_filter(
+        upstream.addr,
+        "{ set: { x-env: prod }, add: { x-tag: b }, remove: [x-debug] }",
+        "{ set: { x-served-by: wasmesh }, remove: [x-upstream] }",
     );
     let proxy = Proxy::start(&yaml);
     let got = send(
@@ -845,21 +855,7 @@ async fn a_request_a_filter_stops_is_not_held_against_the_endpoint() {
 #[tokio::test]
 async fn filters_see_the_authority_once_and_may_set_it_as_host() {
     let upstream = Upstream::named("alpha").await;
-    let base = simple_config("", &[upstream.addr], "            filter_chain: edge\n");
-    let chain = |request: &str| {
-        format!(
-            r#"{base}
-filter_chains:
-  - name: edge
-    plugins:
-      - name: headers
-        source: "file://{wasm}"
-        config:
-          request: {request}
-"#,
-            wasm = wasmesh_test_programs::HEADERS_WASM,
-        )
-    };
+    let chain = |request: &str| with_headers_filter(upstream.addr, request, "{}");
 
     let reader =
         chain(r#"{ set: { x-saw-host: "%REQ(host)%", x-saw-authority: "%REQ(:authority)%" } }"#);

@@ -12,7 +12,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::StatusCode;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A raw TCP upstream on loopback: runs `serve` on each connection it accepts (given the
+/// connection's number, from 0) and counts the connections.
+async fn counted_upstream<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve(tcp, counted.fetch_add(1, Ordering::SeqCst)));
+        }
+    });
+    (addr, connections)
+}
 
 /// A minimal HTTP/1.1 upstream: answers each request on a connection with `body`, and closes
 /// the connection after `per_connection` responses — without saying so in the response, as a
@@ -31,67 +50,58 @@ async fn raw_upstream_seeing(
     Arc<AtomicUsize>,
     Arc<std::sync::Mutex<Vec<String>>>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
     let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = lines.clone();
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut served = 0;
-                while served < per_connection {
-                    // Read one request head, then its body if it names a length.
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+    let (addr, connections) = counted_upstream(move |mut tcp, _| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut served = 0;
+            while served < per_connection {
+                // Read one request head, then its body if it names a length.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 4096];
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
-                    let end = buf
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .map_or(0, |p| p + 4);
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    seen.lock()
-                        .expect("lines")
-                        .push(head.lines().next().unwrap_or("").to_string());
-                    buf.drain(..end);
-                    let length = head
-                        .lines()
-                        .filter_map(|l| l.split_once(':'))
-                        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    while buf.len() < length {
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..length);
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if tcp.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    served += 1;
                 }
-                // Dropping the socket closes it.
-            });
+                let end = buf
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(0, |p| p + 4);
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                seen.lock()
+                    .expect("lines")
+                    .push(head.lines().next().unwrap_or("").to_string());
+                buf.drain(..end);
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < length {
+                    let mut chunk = [0u8; 4096];
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..length);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if tcp.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+                served += 1;
+            }
+            // Dropping the socket closes it.
         }
-    });
+    })
+    .await;
     (addr, connections, lines)
 }
 
@@ -155,41 +165,34 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
     // the proxy and the kernel buffer, that body can never be read to its end, so its
     // connection holds an unfinished exchange and must not serve another request (if it did,
     // the next request would wait on it forever). Later connections answer at once.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let upstream = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let mut chunk = [0u8; 4096];
-                    match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                if first {
-                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 4194304\r\n\r\n";
-                    let _ = tcp.write_all(head.as_bytes()).await;
-                    let _ = tcp.write_all(&vec![b'x'; 1024 * 1024]).await;
-                } else {
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter")
-                        .await;
-                }
-                // Hold the connection (the first one stalled mid-body) until the proxy drops it.
-                let mut chunk = [0u8; 4096];
-                while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
-            });
+    let (upstream, connections) = counted_upstream(|mut tcp, n| async move {
+        let first = n == 0;
+        let mut buf = Vec::new();
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
+        if first {
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 4194304\r\n\r\n";
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&vec![b'x'; 1024 * 1024]).await;
+        } else {
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter")
+                .await;
+        }
+        // Hold the connection (the first one stalled mid-body) until the proxy drops it.
+        let mut chunk = [0u8; 4096];
+        while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await;
     let proxy = Proxy::start(&simple_config("", &[upstream], ""));
     let addr = proxy.addr("main");
     {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
             .await
             .expect("write");
@@ -215,39 +218,31 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
 /// closes it, and so does the pool.
 #[tokio::test]
 async fn a_connection_still_uploading_is_not_lent_to_the_next_request() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let upstream = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                // Answers every head at once, body read or not; then keeps reading (and
-                // answering any further head on the connection).
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if tcp.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    let (upstream, connections) = counted_upstream(|mut tcp, _| async move {
+        // Answers every head at once, body read or not; then keeps reading (and
+        // answering any further head on the connection).
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if tcp.write_all(answer).await.is_err() {
+                    return;
                 }
-            });
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
+    })
+    .await;
     let yaml = simple_config("", &[upstream], "            timeout: 5s\n");
     let proxy = Proxy::start(&yaml);
     let addr = proxy.addr("main");
     // An upload that starts and then waits: its answer comes back while it is unfinished.
-    let mut uploader = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut uploader = TcpStream::connect(addr).await.expect("connect");
     uploader
         .write_all(b"POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\n\r\n0123456789")
         .await
