@@ -46,6 +46,7 @@ def parse(path: str) -> Profile:
     callee = None
     calls = 0
     event_names: list[str] = []
+    positions = 1  # position columns before the costs (2 with --dump-instr=yes)
 
     def resolve(value: str, table: dict[str, str]) -> str:
         m = _NAME.match(value.strip())
@@ -64,7 +65,7 @@ def parse(path: str) -> Profile:
                 if current is None:
                     continue
                 parts = line.split()
-                cost = int(parts[1]) if len(parts) > 1 else 0
+                cost = int(parts[positions]) if len(parts) > positions else 0
                 if call_next:
                     call_next = False
                     edge = p.edges[(current, callee)]
@@ -75,6 +76,9 @@ def parse(path: str) -> Profile:
                 else:
                     p.self_cost[current] += cost
                     p.total += cost
+                continue
+            if line.startswith("positions:"):
+                positions = len(line.split(":", 1)[1].split())
                 continue
             if line.startswith(("events:", "summary:", "totals:")):
                 key, _, value = line.partition(":")
