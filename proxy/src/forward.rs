@@ -345,7 +345,8 @@ async fn route_and_forward(
         None => route.timeout,
     };
     // A filter answering from a request body or trailers callback leaves its answer here.
-    let answered = filter::body::Answer::default();
+    // Without filters there is none to leave, and no lock to take per request.
+    let answered = (!streams.is_empty()).then(filter::body::Answer::default);
     // Whether the body is small enough to keep for retries, judged before filters (which hide
     // the length, as they may change it) take it.
     let small = incoming
@@ -365,7 +366,7 @@ async fn route_and_forward(
             streams.clone(),
             filter::Direction::Request,
             attributes.clone(),
-            Some(answered.clone()),
+            answered.clone(),
         )
     };
     let version = parts.version;
@@ -386,7 +387,7 @@ async fn route_and_forward(
         Err(status) => {
             // Kept for retries, the body went through the filters before anything was sent:
             // a filter that answered from a body callback cut it short, and its answer stands.
-            let local = match answered.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let local = match filter::body::take_answer(answered.as_ref()) {
                 Some(Interrupt::Respond(local)) => local,
                 Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
                 None => return (route_name, Ok(local_reply(status, "request body"))),
@@ -419,7 +420,15 @@ async fn route_and_forward(
     // time does not count against it.
     let now = tokio::time::Instant::now();
     let complete = body.replayable().then_some(now);
-    let sending = send_with_retries(cluster, request, body, policy, timeout, &watch, &answered);
+    let sending = send_with_retries(
+        cluster,
+        request,
+        body,
+        policy,
+        timeout,
+        &watch,
+        answered.as_ref(),
+    );
     let sent = match timeout {
         Some(limit) => after_request(sending, limit, complete, &watch)
             .await
@@ -439,7 +448,7 @@ async fn route_and_forward(
             .unwrap_or_else(tokio::time::Instant::now)
             + limit
     });
-    let local = answered.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let local = filter::body::take_answer(answered.as_ref());
     let upstream_upgrade = if local.is_some() { None } else { sent.upgrade };
     let reply = match local {
         // Whatever the upstream made of a body cut off at the limit, or at the client's
@@ -596,7 +605,7 @@ async fn send_with_retries(
     policy: Option<&RetryPolicy>,
     route_timeout: Option<Duration>,
     watch: &body::BodyWatch,
-    answered: &filter::body::Answer,
+    answered: Option<&filter::body::Answer>,
 ) -> Sent {
     let request_permit = match cluster.breaker.try_request() {
         Ok(permit) => permit,
@@ -766,7 +775,7 @@ async fn try_once(
     body: ProxyBody,
     per_try: Option<(Duration, Option<tokio::time::Instant>)>,
     watch: &body::BodyWatch,
-    answered: &filter::body::Answer,
+    answered: Option<&filter::body::Answer>,
 ) -> Attempt {
     let sent = Instant::now();
     let Some(upstream) = cluster.pick_at(&request.headers, sent) else {
@@ -811,10 +820,12 @@ async fn try_once(
             ))
         }
         Some(Ok(response)) => {
-            let outcome = if response.status().is_server_error() {
-                Outcome::ServerError
-            } else {
-                Outcome::Success
+            let outcome = match response.status() {
+                StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT => Outcome::GatewayFailure,
+                status if status.is_server_error() => Outcome::ServerError,
+                _ => Outcome::Success,
             };
             cluster.observe(upstream.index, outcome);
             cluster.counters.response(response.status()).increment(1);
@@ -833,7 +844,8 @@ async fn try_once(
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
                 return Attempt::Failed(Failure::Overflow(reason));
             }
-            let interrupted = answered.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            let interrupted =
+                answered.is_some_and(|a| a.lock().unwrap_or_else(|e| e.into_inner()).is_some());
             if watch.failed() || interrupted {
                 // The request body failed on the client's side, or a filter stopped it (it
                 // answered or reset the stream): not the endpoint's fault, so it is not

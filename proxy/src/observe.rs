@@ -121,14 +121,17 @@ fn describe() {
 /// compares every label, which cost more per request than the rest of the bookkeeping.
 pub struct RequestMetrics {
     listener: Arc<str>,
-    /// Route names come from the configuration, so a fast unkeyed hash is safe.
-    routes: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>, rustc_hash::FxBuildHasher>>,
+    /// Route names come from the configuration, so a fast unkeyed hash is safe. The handles are
+    /// used under the read lock, not cloned out: each clone and drop of a handle would be an
+    /// atomic read-modify-write, and those are what a request's bookkeeping costs most here.
+    routes: RwLock<HashMap<Arc<str>, RouteMetrics, rustc_hash::FxBuildHasher>>,
 }
 
 struct RouteMetrics {
     duration: Histogram,
-    /// A route sees a handful of status codes; a short list beats a map.
-    codes: RwLock<Vec<(u16, Counter)>>,
+    /// A route sees a handful of status codes; a short list beats a map. New codes are added
+    /// under the write lock on `routes`.
+    codes: Vec<(u16, Counter)>,
 }
 
 impl RequestMetrics {
@@ -141,45 +144,48 @@ impl RequestMetrics {
 
     /// Counts one request on `route` answered with `code` after `elapsed`.
     pub fn record(&self, route: &Arc<str>, code: u16, elapsed: Duration) {
-        let entry = self.route(route);
-        entry.duration.record(elapsed.as_secs_f64());
-        let known = entry
-            .codes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, counter)| counter.clone());
-        let counter = known.unwrap_or_else(|| {
-            let mut codes = entry.codes.write().unwrap_or_else(|e| e.into_inner());
+        let timed = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            match routes.get(&**route) {
+                Some(entry) => {
+                    entry.duration.record(elapsed.as_secs_f64());
+                    if entry.count(code) {
+                        return;
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        // A route's first request, or its first with this code.
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let entry = routes.entry(route.clone()).or_insert_with(|| RouteMetrics {
+            duration: metrics::histogram!("wasmesh_request_duration_seconds",
+                "listener" => self.listener.clone(), "route" => route.clone()),
+            codes: Vec::new(),
+        });
+        if !timed {
+            entry.duration.record(elapsed.as_secs_f64());
+        }
+        if !entry.count(code) {
             let counter = metrics::counter!("wasmesh_requests_total",
                 "listener" => self.listener.clone(), "route" => route.clone(), "code" => code.to_string());
-            codes.push((code, counter.clone()));
-            counter
-        });
-        counter.increment(1);
-    }
-
-    fn route(&self, route: &Arc<str>) -> Arc<RouteMetrics> {
-        if let Some(entry) = self
-            .routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&**route)
-        {
-            return entry.clone();
+            counter.increment(1);
+            entry.codes.push((code, counter));
         }
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        routes
-            .entry(route.clone())
-            .or_insert_with(|| {
-                Arc::new(RouteMetrics {
-                    duration: metrics::histogram!("wasmesh_request_duration_seconds",
-                        "listener" => self.listener.clone(), "route" => route.clone()),
-                    codes: RwLock::new(Vec::new()),
-                })
-            })
-            .clone()
+    }
+}
+
+impl RouteMetrics {
+    /// Counts a request answered with `code`, if that code has a counter yet.
+    fn count(&self, code: u16) -> bool {
+        match self.codes.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => {
+                counter.increment(1);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -192,4 +198,49 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_is_counted_once_whichever_handles_it_finds() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let metrics = RequestMetrics::new(Arc::from("l"));
+            let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+            // A new route, a known route with a new code, then known route and code.
+            for (route, code) in [(&a, 200), (&a, 503), (&a, 200), (&b, 200), (&a, 200)] {
+                metrics.record(route, code, Duration::from_millis(1));
+            }
+        });
+        let text = handle.render();
+        let value = |line: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(line)?.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+        };
+        assert_eq!(
+            value(r#"wasmesh_requests_total{listener="l",route="a",code="200"}"#),
+            3
+        );
+        assert_eq!(
+            value(r#"wasmesh_requests_total{listener="l",route="a",code="503"}"#),
+            1
+        );
+        assert_eq!(
+            value(r#"wasmesh_requests_total{listener="l",route="b",code="200"}"#),
+            1
+        );
+        assert_eq!(
+            value(r#"wasmesh_request_duration_seconds_count{listener="l",route="a"}"#),
+            4
+        );
+        assert_eq!(
+            value(r#"wasmesh_request_duration_seconds_count{listener="l",route="b"}"#),
+            1
+        );
+    }
 }

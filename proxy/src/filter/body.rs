@@ -41,6 +41,11 @@ pub enum Direction {
 /// forwarding path: an answer to send instead of the upstream's, or a reset.
 pub type Answer = Arc<Mutex<Option<Interrupt>>>;
 
+/// Takes what a request filter left in `answer`, if it left anything.
+pub fn take_answer(answer: Option<&Answer>) -> Option<Interrupt> {
+    answer.and_then(|a| a.lock().unwrap_or_else(|e| e.into_inner()).take())
+}
+
 /// A request filter's decision to stop the request from its body or trailers.
 pub enum Interrupt {
     /// It answered itself (`proxy_send_local_response`).
