@@ -143,6 +143,26 @@ async fn sequential_requests_share_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn a_pool_that_keeps_no_idle_connections_opens_one_per_request() {
+    let (upstream, connections) = raw_upstream("unpooled", usize::MAX).await;
+    let proxy = Proxy::start(&simple_config(
+        "    pool: { max_idle_per_endpoint: 0 }",
+        &[upstream],
+        "",
+    ));
+    let addr = proxy.addr("main");
+    for i in 0..3 {
+        let got = get(addr, "/").await;
+        assert_eq!(
+            (got.status, got.text().as_str()),
+            (StatusCode::OK, "unpooled"),
+            "request {i}"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn an_upstream_closing_idle_connections_is_invisible_to_clients() {
     // No retry policy on the route: only the pool's own resend of unsent requests can help.
     let (upstream, connections) = raw_upstream("fresh", 1).await;

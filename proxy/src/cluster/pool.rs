@@ -234,6 +234,9 @@ impl Inner {
     }
 
     fn put_idle(&self, sender: http1::SendRequest<ProxyBody>) {
+        if self.max_idle == 0 {
+            return; // no idle connections kept: this one closes
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= self.max_idle {
             // The oldest goes; a burst's extra connections are the ones to close.
