@@ -236,31 +236,56 @@ where
     let context = running.context.clone();
     let info = Arc::new(info);
     let service = service_fn(move |req| forward::handle(context.clone(), info.clone(), req));
-    let io = FirstByteDeadline::new(io, cfg.header_read_timeout);
+    let io = OpeningDeadline::new(io, cfg.header_read_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     watcher.watch(connection.into_owned()).await
 }
 
-/// A connection that must send its first byte within a deadline. hyper's header read timeout
-/// starts only once a request head begins, so a client that connects (and finishes a TLS
-/// handshake) and then stays silent would otherwise hold its connection, and one of the
-/// listener's `max_connections` slots, forever.
-struct FirstByteDeadline<IO> {
+/// A connection that must open within a deadline: send its first byte and, if it speaks
+/// HTTP/2, its whole connection preface (RFC 9113 §3.4: the 24 octets, then the header of the
+/// SETTINGS frame that must follow them). hyper's header read timeout starts only once a request
+/// head begins, and only for HTTP/1, after the protocol is known. A client that connects (and
+/// finishes a TLS handshake) and then stays silent, or stops partway through the preface, would
+/// otherwise hold its connection, and one of the listener's `max_connections` slots, forever.
+struct OpeningDeadline<IO> {
     io: IO,
-    /// Disarmed by the first byte read.
+    /// Disarmed once the connection has opened.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read so far, while they are the start of HTTP/2's preface.
+    preface: usize,
 }
 
-impl<IO> FirstByteDeadline<IO> {
+/// What an HTTP/2 client sends first: the preface's fixed octets.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The octets, then a frame header (the SETTINGS frame's).
+const H2_OPENING: usize = H2_PREFACE.len() + 9;
+
+impl<IO> OpeningDeadline<IO> {
     fn new(io: IO, limit: Duration) -> Self {
-        FirstByteDeadline {
+        OpeningDeadline {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            preface: 0,
+        }
+    }
+
+    /// Notes `read`, the next bytes from the client: the connection has opened once they are
+    /// not HTTP/2's preface (HTTP/1's header read timeout takes over), or complete it.
+    fn saw(&mut self, read: &[u8]) {
+        let fixed = H2_PREFACE.get(self.preface..).unwrap_or_default();
+        let n = read.len().min(fixed.len());
+        if read[..n] != fixed[..n] {
+            self.deadline = None;
+            return;
+        }
+        self.preface += read.len();
+        if self.preface >= H2_OPENING {
+            self.deadline = None;
         }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for OpeningDeadline<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -270,8 +295,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<IO> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
+                if this.deadline.is_some() {
+                    this.saw(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -293,7 +318,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for OpeningDeadline<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

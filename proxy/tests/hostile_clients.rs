@@ -335,7 +335,9 @@ async fn header_floods_get_431() {
 }
 
 /// Slowloris: many connections trickle a request head and never finish it; others send
-/// nothing at all. The header read timeout closes them all while the proxy serves others.
+/// nothing at all, or stop partway through HTTP/2's connection preface (before the protocol is
+/// even known, or before the SETTINGS frame that must follow the 24 octets). The header read
+/// timeout closes them all while the proxy serves others.
 #[tokio::test]
 async fn slowloris_and_silent_connections_are_closed() {
     let upstream = recording_upstream().await;
@@ -346,7 +348,13 @@ async fn slowloris_and_silent_connections_are_closed() {
         attackers.push(tokio::spawn(async move {
             let mut tcp = TcpStream::connect(addr).await.expect("connect");
             let closed = tokio::time::timeout(HANG, async {
-                if i % 2 == 0 {
+                // Then silence: nothing, part of HTTP/2's preface, or the 24 octets alone.
+                let opening: &[u8] = match i % 4 {
+                    1 => b"",
+                    2 => b"PRI * HTTP/2.0\r\n",
+                    _ => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                };
+                if i % 4 == 0 {
                     // A byte at a time, never the blank line that ends a head.
                     for byte in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().cycle() {
                         if tcp.write_all(&[*byte]).await.is_err() {
@@ -354,6 +362,8 @@ async fn slowloris_and_silent_connections_are_closed() {
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                } else if tcp.write_all(opening).await.is_err() {
+                    return;
                 }
                 let mut buf = [0u8; 256];
                 loop {
