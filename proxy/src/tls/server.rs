@@ -72,12 +72,14 @@ pub fn build(tls: &ListenerTls, files: &mut Files) -> Result<ServerConfig, TlsEr
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = tls.alpn.iter().map(|a| a.wire().to_vec()).collect();
+    config.alpn_protocols = tls.alpn().iter().map(|a| a.wire().to_vec()).collect();
     Ok(config)
 }
 
-/// Picks the certificate whose names match the client's SNI; the first one is the default, so
-/// clients that send no SNI (or an unknown name) still complete a handshake.
+/// Picks the certificate for the client's SNI as Envoy does: an exact name before a wildcard,
+/// and among those, one whose key can sign with a scheme the client offers (a name may have an
+/// ECDSA and an RSA certificate). The first usable certificate is the default, so clients that
+/// send no SNI (or an unknown name) still complete a handshake.
 #[derive(Debug)]
 struct SniResolver {
     entries: Vec<(Vec<String>, Arc<CertifiedKey>)>,
@@ -85,16 +87,49 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(sni) = hello.server_name() {
-            let sni = sni.to_ascii_lowercase();
-            for (names, key) in &self.entries {
-                if names.iter().any(|pattern| name_matches(pattern, &sni)) {
-                    return Some(key.clone());
-                }
-            }
-        }
-        self.entries.first().map(|(_, key)| key.clone())
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let schemes = hello.signature_schemes();
+        pick(&self.entries, sni.as_deref(), |key| {
+            key.key.choose_scheme(schemes).is_some()
+        })
+        .cloned()
     }
+}
+
+/// The certificate for `sni` among `entries` (names, certificate), by [`SniResolver`]'s rules.
+fn pick<'a, K>(
+    entries: &'a [(Vec<String>, K)],
+    sni: Option<&str>,
+    usable: impl Fn(&K) -> bool,
+) -> Option<&'a K> {
+    // 0: an exact name, 1: a wildcard, 2: the default.
+    let rank = |names: &[String]| match sni {
+        Some(sni) if names.iter().any(|n| n == sni) => 0,
+        Some(sni)
+            if names
+                .iter()
+                .any(|n| n.starts_with("*.") && name_matches(n, sni)) =>
+        {
+            1
+        }
+        _ => 2,
+    };
+    for tier in 0..=2 {
+        let mut matched = entries
+            .iter()
+            .filter(|(names, _)| rank(names) <= tier)
+            .map(|(_, k)| k);
+        let first = matched.next();
+        if let Some(key) = first
+            .into_iter()
+            .chain(matched)
+            .find(|k| usable(k))
+            .or(first)
+        {
+            return Some(key);
+        }
+    }
+    None
 }
 
 /// `*.example.com` matches exactly one extra label, as certificate wildcards do.
@@ -109,7 +144,34 @@ pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::name_matches;
+    use super::{name_matches, pick};
+
+    #[test]
+    fn an_exact_name_beats_a_wildcard_and_a_usable_key_beats_list_order() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (certificate, whether the client can use its key)
+        let entries = vec![
+            (names(&["api.example.com", "*.example.com"]), ("wild", true)),
+            (names(&["admin.example.com"]), ("admin-ecdsa", false)),
+            (names(&["admin.example.com"]), ("admin-rsa", true)),
+            (names(&["only.example.org"]), ("org", false)),
+        ];
+        let usable = |k: &(&str, bool)| k.1;
+        let got = |sni| pick(&entries, sni, usable).map(|k| k.0);
+        assert_eq!(got(Some("admin.example.com")), Some("admin-rsa"));
+        assert_eq!(got(Some("api.example.com")), Some("wild"));
+        assert_eq!(got(Some("www.example.com")), Some("wild"));
+        // Nothing usable for the name: its certificate still, and the handshake says why.
+        assert_eq!(got(Some("only.example.org")), Some("org"));
+        assert_eq!(got(Some("unknown.test")), Some("wild"));
+        assert_eq!(got(None), Some("wild"));
+        let no_ecdsa = |k: &(&str, bool)| k.0 != "admin-ecdsa";
+        assert_eq!(
+            pick(&entries[1..], None, no_ecdsa).map(|k| k.0),
+            Some("admin-rsa"),
+            "the default is the first usable certificate"
+        );
+    }
 
     #[test]
     fn wildcard_matches_one_label() {
