@@ -152,6 +152,31 @@ async fn outlier_ejection_and_recovery() {
     assert!(back, "ejected endpoint never came back");
 }
 
+/// Envoy's `consecutive_gateway_failure` counts 502, 503 and 504 answers (Istio's
+/// `consecutiveGatewayErrors`), not only failures to get an answer; 500 is a 5xx only.
+#[tokio::test]
+async fn gateway_error_answers_count_as_gateway_failures() {
+    let unavailable =
+        Upstream::with(|_| async { reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "down") })
+            .await;
+    let broken =
+        Upstream::with(|_| async { reply(StatusCode::INTERNAL_SERVER_ERROR, "broken", "bug") })
+            .await;
+    let good = Upstream::named("good").await;
+    let cluster = "    outlier_detection: { consecutive_5xx: 0, consecutive_gateway_failure: 3, \
+                   base_ejection_time: 60s, max_ejection_percent: 50 }\n";
+    let proxy = Proxy::start(&simple_config(
+        cluster,
+        &[unavailable.addr, broken.addr, good.addr],
+        "",
+    ));
+    for _ in 0..30 {
+        get(proxy.addr("main"), "/").await;
+    }
+    assert_eq!(unavailable.hits(), 3, "ejected after its third 503");
+    assert!(broken.hits() >= 10, "500s are not gateway failures");
+}
+
 #[tokio::test]
 async fn active_health_check_removes_and_restores_an_endpoint() {
     let healthy = Arc::new(AtomicBool::new(true));

@@ -19,20 +19,26 @@ const DECAY_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
-    /// The endpoint answered 5xx.
+    /// The endpoint answered 5xx other than 502, 503 or 504.
     ServerError,
-    /// Connect failure, reset or timeout: counts toward both consecutive-5xx and
-    /// consecutive-gateway-failure, as in Envoy.
+    /// The endpoint answered 502, 503 or 504, or a connect failure, reset or timeout: counts
+    /// toward both consecutive-5xx and consecutive-gateway-failure, as in Envoy.
     GatewayFailure,
 }
 
 pub struct OutlierDetector {
     cfg: OutlierDetection,
+    /// Held while deciding an ejection: workers share the cluster, and two deciding at once
+    /// could together pass `max_ejection_percent`, or eject one endpoint twice.
+    ejecting: std::sync::Mutex<()>,
 }
 
 impl OutlierDetector {
     pub fn new(cfg: OutlierDetection) -> OutlierDetector {
-        OutlierDetector { cfg }
+        OutlierDetector {
+            cfg,
+            ejecting: std::sync::Mutex::new(()),
+        }
     }
 
     /// Records an outcome; returns the ejection time if this observation ejected the endpoint.
@@ -72,7 +78,12 @@ impl OutlierDetector {
             (five > 0 && state.consecutive_5xx >= five)
                 || (gateway > 0 && state.consecutive_gateway_failures >= gateway)
         };
-        if !tripped || !self.may_eject(endpoint, all, now) {
+        if !tripped {
+            return None;
+        }
+        let _deciding = self.ejecting.lock().unwrap_or_else(|e| e.into_inner());
+        let ejected = endpoint.ejected_until().is_some_and(|until| now < until);
+        if ejected || !self.may_eject(endpoint, all, now) {
             return None;
         }
         let mut state = endpoint.outlier();
