@@ -282,7 +282,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         }],
                         client_ca_file: client_ca,
                         require_client_cert: true,
-                        alpn: vec![config::Alpn::H2, config::Alpn::Http11],
+                        alpn: None,
                     };
                     let mut tls = wasmesh_proxy::tls::server::build(
                         &settings,

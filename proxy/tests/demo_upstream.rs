@@ -62,7 +62,7 @@ async fn tls_upstream_requires_a_client_certificate_from_its_ca() {
         }],
         client_ca_file: Some(pki.ca_file()),
         require_client_cert: true,
-        alpn: vec![Alpn::H2, Alpn::Http11],
+        alpn: Some(vec![Alpn::H2, Alpn::Http11]),
     };
     let tls = wasmesh_proxy::tls::server::build(&settings, &mut Default::default())
         .expect("tls settings");

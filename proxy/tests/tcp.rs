@@ -135,13 +135,17 @@ async fn tls_is_terminated_in_front_of_a_plain_tcp_service() {
     let server = pki.leaf("proxy", &["proxy.test"], None);
     let upstream = echo("plain").await;
     let tls = format!(
-        "    tls:\n      certificates:\n        - cert_file: \"{}\"\n          key_file: \"{}\"\n      alpn: [http/1.1]\n",
+        "    tls:\n      certificates:\n        - cert_file: \"{}\"\n          key_file: \"{}\"\n",
         server.cert, server.key
     );
     let proxy = Proxy::start(&config(&[upstream], &tls));
-    let mut stream = tls_connect(proxy.addr("tcp"), "proxy.test", client_tls(&pki, &[], None))
+    // A client offering HTTP protocols (curl, a browser) must not be told the relay speaks
+    // one: a TCP listener negotiates no ALPN unless configured to.
+    let offered = client_tls(&pki, &["h2", "http/1.1"], None);
+    let mut stream = tls_connect(proxy.addr("tcp"), "proxy.test", offered)
         .await
         .expect("TLS handshake with the proxy");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
     stream.write_all(b"secret").await.expect("write");
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).await.expect("read");

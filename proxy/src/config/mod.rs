@@ -76,8 +76,18 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates configuration text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    let config: Config = parse(text, file)?;
+    let mut config: Config = parse(text, file)?;
     located(validate::validate(&config), text, file, "")?;
+    for listener in &mut config.listeners {
+        if let Some(tls) = &mut listener.tls {
+            // What `/config` shows is what is offered.
+            let offered = match listener.tcp_proxy {
+                Some(_) => Vec::new(),
+                None => tls.alpn().to_vec(),
+            };
+            tls.alpn.get_or_insert(offered);
+        }
+    }
     Ok(config)
 }
 
@@ -456,7 +466,7 @@ drain_timeout: 30s
 
         assert_eq!(config.listeners.len(), 2);
         let tls = config.listeners[0].tls.as_ref().expect("tls");
-        assert_eq!(tls.alpn, vec![Alpn::H2, Alpn::Http11]);
+        assert_eq!(tls.alpn, Some(vec![Alpn::H2, Alpn::Http11]));
         assert!(!tls.require_client_cert);
         assert_eq!(config.listeners[1].max_connections, 10_000);
         let route = &config.routes[0].virtual_hosts[0].routes[0];

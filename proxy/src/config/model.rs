@@ -151,9 +151,18 @@ pub struct ListenerTls {
     /// With `client_ca_file`: reject clients that present no certificate (default true).
     #[serde(default = "defaults::yes")]
     pub require_client_cert: bool,
-    /// ALPN protocols offered, in preference order.
-    #[serde(default = "defaults::alpn")]
-    pub alpn: Vec<Alpn>,
+    /// ALPN protocols offered, in preference order. Unset: h2 and http/1.1 on an HTTP
+    /// listener; none on a `tcp_proxy` one, whose relay does not speak them (as Envoy's
+    /// tcp_proxy negotiates none by default). Loading a configuration fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<Vec<Alpn>>,
+}
+
+impl ListenerTls {
+    /// The ALPN protocols offered, in preference order.
+    pub fn alpn(&self) -> &[Alpn] {
+        self.alpn.as_deref().unwrap_or(&[Alpn::H2, Alpn::Http11])
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -518,8 +527,6 @@ pub enum FailurePolicy {
 pub(crate) mod defaults {
     use std::time::Duration;
 
-    use super::Alpn;
-
     pub fn yes() -> bool {
         true
     }
@@ -537,9 +544,6 @@ pub(crate) mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
-    }
-    pub fn alpn() -> Vec<Alpn> {
-        vec![Alpn::H2, Alpn::Http11]
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)

@@ -244,11 +244,11 @@ impl Validator {
             self.at_least_one(&format!("{at}.max_request_body_bytes"), max);
         }
         if let Some(tls) = &listener.tls {
-            self.listener_tls(&format!("{at}.tls"), tls);
+            self.listener_tls(&format!("{at}.tls"), tls, listener.tcp_proxy.is_some());
         }
     }
 
-    fn listener_tls(&mut self, at: &str, tls: &ListenerTls) {
+    fn listener_tls(&mut self, at: &str, tls: &ListenerTls, tcp: bool) {
         if tls.certificates.is_empty() {
             self.error(
                 format!("{at}.certificates"),
@@ -267,11 +267,15 @@ impl Validator {
         if let Some(ca) = &tls.client_ca_file {
             self.readable_file(&format!("{at}.client_ca_file"), "client CA file", ca);
         }
-        if tls.alpn.is_empty() {
-            self.error(format!("{at}.alpn"), "at least one protocol is required");
+        if tls.alpn().is_empty() && !tcp {
+            self.error(
+                format!("{at}.alpn"),
+                "an HTTP listener needs at least one protocol",
+            );
         }
-        for (i, protocol) in tls.alpn.iter().enumerate() {
-            if tls.alpn[..i].contains(protocol) {
+        let alpn = tls.alpn();
+        for (i, protocol) in alpn.iter().enumerate() {
+            if alpn[..i].contains(protocol) {
                 let wire = String::from_utf8_lossy(protocol.wire()).into_owned();
                 self.error(
                     format!("{at}.alpn[{i}]"),
