@@ -110,11 +110,54 @@ enum Side {
     Upstream,
 }
 
-/// Relays bytes both ways until both sides finished or `idle` passed without any, through
-/// `filters` when there are some.
+/// One direction's bytes read but not yet written, and whether its end (a half-close) is still
+/// to be passed on once they are.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    written: usize,
+    shutdown: bool,
+}
+
+impl Pending {
+    fn unwritten(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+
+    /// Nothing is waiting to go out: the direction may read again.
+    fn drained(&self) -> bool {
+        self.written == self.bytes.len() && !self.shutdown
+    }
+}
+
+/// What one step of writing a direction's pending bytes did.
+enum Push {
+    Wrote(usize),
+    /// The half-close went out (or could not: the peer is gone, which ends it as well).
+    Shut,
+    Failed,
+}
+
+/// Writes some of `pending`'s bytes to `to`, or once they are all out, its half-close.
+async fn push<W: AsyncWrite + Unpin>(to: &mut W, pending: &Pending) -> Push {
+    if pending.unwritten().is_empty() {
+        let _ = to.shutdown().await;
+        return Push::Shut;
+    }
+    match to.write(pending.unwritten()).await {
+        Ok(n) => Push::Wrote(n),
+        Err(_) => Push::Failed,
+    }
+}
+
+/// Relays bytes both ways until both sides finished or `idle` passed without any moving,
+/// through `filters` when there are some. Each direction reads only once what it read before
+/// has been written (so a slow reader slows its writer, and no more than a chunk waits per
+/// direction), and the two directions and the idle timer are polled together: a peer that
+/// stops reading stalls its direction, never the other one or the timer.
 pub async fn relay<D, U>(
-    mut downstream: D,
-    mut upstream: U,
+    downstream: D,
+    upstream: U,
     idle: Duration,
     mut filters: Option<&mut NetworkFilters>,
 ) -> Moved
@@ -123,11 +166,15 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut moved = Moved::default();
+    let (mut down_read, mut down_write) = tokio::io::split(downstream);
+    let (mut up_read, mut up_write) = tokio::io::split(upstream);
     let (mut from_down, mut from_up) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let (mut down_open, mut up_open) = (true, true);
-    while down_open || up_open {
+    // What goes to the upstream (read from downstream), and to the downstream.
+    let (mut to_up, mut to_down) = (Pending::default(), Pending::default());
+    while down_open || up_open || !to_up.drained() || !to_down.drained() {
         tokio::select! {
-            read = downstream.read(&mut from_down), if down_open => {
+            read = down_read.read(&mut from_down), if down_open && to_up.drained() => {
                 let (chunk, eos) = match read {
                     Ok(0) | Err(_) => (Vec::new(), true),
                     Ok(n) => (from_down[..n].to_vec(), false),
@@ -139,22 +186,16 @@ where
                     },
                     None => chunk,
                 };
-                if !out.is_empty() {
-                    if upstream.write_all(&out).await.is_err() {
-                        break;
-                    }
-                    moved.upstream += out.len() as u64;
-                }
+                to_up = Pending { bytes: out, written: 0, shutdown: eos };
                 if eos {
-                    // The client finished sending: pass the half-close on.
+                    // The client finished sending: the half-close is passed on after the rest.
                     down_open = false;
-                    let _ = upstream.shutdown().await;
                     if let Some(f) = filters.as_deref_mut() {
                         f.closed(Side::Downstream, PeerType::Remote);
                     }
                 }
             },
-            read = upstream.read(&mut from_up), if up_open => {
+            read = up_read.read(&mut from_up), if up_open && to_down.drained() => {
                 let (chunk, eos) = match read {
                     Ok(0) | Err(_) => (Vec::new(), true),
                     Ok(n) => (from_up[..n].to_vec(), false),
@@ -166,19 +207,29 @@ where
                     },
                     None => chunk,
                 };
-                if !out.is_empty() {
-                    if downstream.write_all(&out).await.is_err() {
-                        break;
-                    }
-                    moved.downstream += out.len() as u64;
-                }
+                to_down = Pending { bytes: out, written: 0, shutdown: eos };
                 if eos {
                     up_open = false;
-                    let _ = downstream.shutdown().await;
                     if let Some(f) = filters.as_deref_mut() {
                         f.closed(Side::Upstream, PeerType::Remote);
                     }
                 }
+            },
+            step = push(&mut up_write, &to_up), if !to_up.drained() => match step {
+                Push::Wrote(0) | Push::Failed => break,
+                Push::Wrote(n) => {
+                    to_up.written += n;
+                    moved.upstream += n as u64;
+                }
+                Push::Shut => to_up.shutdown = false,
+            },
+            step = push(&mut down_write, &to_down), if !to_down.drained() => match step {
+                Push::Wrote(0) | Push::Failed => break,
+                Push::Wrote(n) => {
+                    to_down.written += n;
+                    moved.downstream += n as u64;
+                }
+                Push::Shut => to_down.shutdown = false,
             },
             () = tokio::time::sleep(idle) => {
                 tracing::debug!(?idle, "tcp connection idle; closing");

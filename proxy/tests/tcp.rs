@@ -186,6 +186,25 @@ async fn idle_connections_are_closed() {
     assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
 }
 
+/// A client that sends and never reads: the echoes back up until nothing moves either way,
+/// and the idle timeout must still close the connection (a write blocked on one side must not
+/// stop the relay from watching the other side and the clock).
+#[tokio::test]
+async fn a_relay_stuck_on_a_client_that_never_reads_is_closed_when_idle() {
+    let upstream = echo("a").await;
+    let proxy = Proxy::start(&config(&[upstream], ""));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    let chunk = vec![b'x'; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        // Loopback buffers hold a few MiB; after that, writes block until the proxy closes.
+        while tcp.write_all(&chunk).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled relay was never closed");
+}
+
 #[test]
 fn a_listener_needs_exactly_one_of_route_config_and_tcp_proxy() {
     let (ok, out, path) = validate(
