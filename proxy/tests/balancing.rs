@@ -221,3 +221,77 @@ async fn active_health_check_removes_and_restores_an_endpoint() {
         "health check never restored the endpoint"
     );
 }
+
+/// Envoy's health checks are not subject to the cluster's circuit breakers: a cluster whose
+/// connections are all busy is saturated, not unhealthy.
+#[tokio::test]
+async fn health_checks_are_not_failed_by_the_clusters_connection_limit() {
+    let busy = Upstream::with(|seen: Seen| async move {
+        if seen.path == "/slow" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        reply(StatusCode::OK, "busy", "ok")
+    })
+    .await;
+    // Once unhealthy it would stay so for the rest of the test (healthy_threshold).
+    let cluster = "    circuit_breakers: { max_connections: 1 }\n    health_check: { path: /healthz, \
+                   interval: 100ms, timeout: 1s, healthy_threshold: 1000, unhealthy_threshold: 1 }\n";
+    let proxy = Proxy::start(&simple_config(cluster, &[busy.addr], ""));
+    let addr = proxy.addr("main");
+    // The one connection is busy for 2 s, through about 20 checks that cannot connect. (The
+    // request itself is refused if a check holds the connection when it comes.)
+    let mut slow = false;
+    for _ in 0..20 {
+        if get(addr, "/slow").await.status == StatusCode::OK {
+            slow = true;
+            break;
+        }
+    }
+    assert!(slow, "the slow request never got the connection");
+    let clusters = get_admin_text(proxy.admin.expect("admin"), "/clusters");
+    assert!(clusters.contains("\"healthy\": true"), "{clusters}");
+    assert_eq!(get(addr, "/").await.status, StatusCode::OK);
+}
+
+/// An endpoint health checks took out of service comes back when a reload removes the check:
+/// nothing would ever mark it healthy again.
+#[tokio::test]
+async fn an_unhealthy_endpoint_is_back_when_its_health_check_is_removed() {
+    let sick = Upstream::with(|seen: Seen| async move {
+        if seen.path == "/healthz" {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "sick", "unhealthy")
+        } else {
+            reply(StatusCode::OK, "sick", "ok")
+        }
+    })
+    .await;
+    let steady = Upstream::named("steady").await;
+    let checked = "    health_check: { path: /healthz, interval: 100ms, timeout: 1s, \
+                   healthy_threshold: 1, unhealthy_threshold: 1 }\n";
+    let proxy = Proxy::start(&simple_config(checked, &[sick.addr, steady.addr], ""));
+    let admin = proxy.admin.expect("admin");
+    assert!(
+        eventually(Duration::from_secs(20), async || get_admin_text(
+            admin,
+            "/clusters"
+        )
+        .contains("\"healthy\": false"))
+        .await,
+        "health check never marked the endpoint unhealthy"
+    );
+    let unchecked = simple_config("", &[sick.addr, steady.addr], "");
+    let (status, body) = admin_call(admin, "PUT", "/config", &unchecked);
+    assert_eq!(status, 200, "{body}");
+    let clusters = get_admin_text(admin, "/clusters");
+    assert!(!clusters.contains("\"healthy\": false"), "{clusters}");
+    let mut answered = std::collections::HashSet::new();
+    for _ in 0..4 {
+        answered.insert(
+            get(proxy.addr("main"), "/")
+                .await
+                .header("x-upstream")
+                .map(String::from),
+        );
+    }
+    assert!(answered.contains(&Some("sick".to_string())), "{answered:?}");
+}

@@ -8,6 +8,8 @@ use http::Request;
 use http_body_util::BodyExt;
 
 use super::Cluster;
+use super::connector::ConnectError;
+use super::pool::PoolError;
 use crate::body;
 use crate::config::HealthCheck;
 
@@ -31,7 +33,9 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let ok = probe(&cluster, index, &hc).await;
+        let Some(ok) = probe(&cluster, index, &hc).await else {
+            continue;
+        };
         let Some(endpoint) = cluster.endpoints.get(index) else {
             return;
         };
@@ -55,9 +59,12 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
     }
 }
 
-async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
+/// Whether the endpoint passed a check; `None` when none could be made because the cluster's
+/// `max_connections` is reached: a saturated cluster is not an unhealthy one (Envoy's checks
+/// are not subject to its circuit breakers).
+async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> Option<bool> {
     let (Some(endpoint), Some(pool)) = (cluster.endpoints.get(index), cluster.pool(index)) else {
-        return false;
+        return Some(false);
     };
     let uri = format!("{}://{}{}", cluster.scheme, endpoint.address, hc.path);
     let Ok(request) = Request::get(uri)
@@ -65,10 +72,14 @@ async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
         .header(http::header::USER_AGENT, "wasmesh-health-check")
         .body(body::empty())
     else {
-        return false;
+        return Some(false);
     };
     let check = async {
-        let response = pool.send(request).await.ok()?;
+        let response = match pool.send(request).await {
+            Ok(response) => response,
+            Err(PoolError::Connect(ConnectError::Overflow { .. })) => return None,
+            Err(_) => return Some(false),
+        };
         let status = response.status();
         // Read (a bounded amount of) the body, so the connection can serve the next check.
         let _ = http_body_util::Limited::new(response.into_body(), 64 * 1024)
@@ -76,8 +87,7 @@ async fn probe(cluster: &Cluster, index: usize, hc: &HealthCheck) -> bool {
             .await;
         Some(status.is_success() || status.is_redirection())
     };
-    matches!(
-        tokio::time::timeout(hc.timeout, check).await,
-        Ok(Some(true))
-    )
+    tokio::time::timeout(hc.timeout, check)
+        .await
+        .unwrap_or(Some(false))
 }

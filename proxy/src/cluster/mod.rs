@@ -153,6 +153,10 @@ impl Cluster {
         let mut pools = Vec::with_capacity(cfg.endpoints.len());
         for address in &cfg.endpoints {
             if let Some((endpoint, pool)) = reuse.and_then(|p| p.endpoint_named(address)) {
+                if cfg.health_check.is_none() {
+                    // Nothing would ever mark it healthy again.
+                    endpoint.set_healthy(true);
+                }
                 endpoints.push(endpoint);
                 pools.push(pool);
                 continue;
