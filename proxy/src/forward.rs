@@ -785,7 +785,7 @@ async fn try_once(
         Ok(permit) => permit,
         Err(overflow) => return Attempt::Failed(Failure::Overflow(overflow.as_str())),
     };
-    let in_flight = upstream.endpoint.start_request();
+    let in_flight = upstream.endpoint.start_request_at(sent);
     let outgoing = match build_upstream_request(cluster, request, last, body) {
         Ok(req) => req,
         Err(_) => return Attempt::Failed(Failure::Reset("invalid upstream request".into())),

@@ -71,7 +71,8 @@ pub async fn serve<IO>(
         tracing::debug!(listener = %listener.name, cluster = %tcp.cluster, "no endpoint available; closing");
         return;
     };
-    let in_flight = upstream.endpoint.start_request();
+    let mut in_flight = upstream.endpoint.start_request();
+    let connecting = std::time::Instant::now();
     let connected = upstream.pool.connector().connect().await;
     let up = match connected {
         Ok(up) => up,
@@ -87,9 +88,12 @@ pub async fn serve<IO>(
     };
     env.set_upstream(&upstream.endpoint.address);
     cluster.observe(upstream.index, Outcome::Success);
-    let started = std::time::Instant::now();
+    // The session's length says nothing of the endpoint's latency (Peak-EWMA would shun it for
+    // minutes after a long one); its connect time does. The session still counts as load.
+    let now = std::time::Instant::now();
+    in_flight.record(now.saturating_duration_since(connecting), now);
     let moved = relay(downstream, up, tcp.idle_timeout, filters.as_mut()).await;
-    in_flight.finish(started.elapsed());
+    drop(in_flight);
     metrics::counter!("wasmesh_tcp_sent_bytes_total", "listener" => listener.name.clone())
         .increment(moved.upstream);
     metrics::counter!("wasmesh_tcp_received_bytes_total", "listener" => listener.name.clone())

@@ -90,9 +90,16 @@ impl Endpoint {
 
     /// Counts a request as in flight until the returned guard is dropped or finished.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.start_request_at(Instant::now())
+    }
+
+    /// [`Endpoint::start_request`] for a request sent at `sent`.
+    pub fn start_request_at(self: &Arc<Self>, sent: Instant) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             endpoint: self.clone(),
+            sent,
+            recorded: false,
         }
     }
 
@@ -129,10 +136,14 @@ impl Endpoint {
     }
 }
 
-/// A request in flight on an endpoint.
+/// A request in flight on an endpoint. Dropped without a recorded round trip (it failed, timed
+/// out or was cancelled), it records the time since it was sent, as tower's `PeakEwma` does: an
+/// endpoint that only ever times out must not look faster and faster as its estimate decays.
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
+    sent: Instant,
+    recorded: bool,
 }
 
 impl InFlight {
@@ -142,13 +153,25 @@ impl InFlight {
     }
 
     /// [`InFlight::finish`] with an explicit clock reading (tests, or a caller that has one).
-    pub fn finish_at(self, rtt: Duration, now: Instant) {
+    pub fn finish_at(mut self, rtt: Duration, now: Instant) {
+        self.record(rtt, now);
+    }
+
+    /// Records the round trip now, leaving the request counted as in flight until dropped
+    /// (a TCP session: its connect time is the latency, its life is load).
+    pub fn record(&mut self, rtt: Duration, now: Instant) {
         self.endpoint.observe_rtt(rtt, now);
+        self.recorded = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if !self.recorded {
+            let now = Instant::now();
+            self.endpoint
+                .observe_rtt(now.saturating_duration_since(self.sent), now);
+        }
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -209,6 +232,29 @@ mod tests {
         e.start_request().finish_at(Duration::from_millis(40), t0);
         assert_eq!(e.in_flight(), 0);
         assert!((e.ewma_cost(t0) - 0.040).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_request_that_never_answered_records_its_time_so_far() {
+        let e = Endpoint::new("c", "127.0.0.1:1");
+        let now = Instant::now();
+        let sent = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
+        // Timed out, failed or cancelled: dropped without a round trip.
+        drop(e.start_request_at(sent));
+        let elapsed = Instant::now().saturating_duration_since(sent).as_secs_f64();
+        assert!(
+            e.ewma_cost(Instant::now()) > 0.9 * elapsed,
+            "{}",
+            e.ewma_cost(now)
+        );
+        // A session that recorded its connect time keeps counting as load, and records no more.
+        let mut session = e.start_request();
+        session.record(Duration::from_secs(30), Instant::now());
+        assert_eq!(e.in_flight(), 1);
+        drop(session);
+        assert_eq!(e.in_flight(), 0);
+        let cost = e.ewma_cost(Instant::now());
+        assert!(cost > 29.0 && cost <= 30.0, "{cost}");
     }
 
     #[test]
