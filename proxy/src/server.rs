@@ -94,6 +94,24 @@ struct ListenerSlot {
     address: SocketAddr,
     stop: watch::Sender<bool>,
     tls: Option<Arc<ServerTls>>,
+    /// Watches the listener's connections, so that they can be drained when the listener is
+    /// removed or replaced (they would otherwise go on with its old settings), or at shutdown.
+    connections: Arc<Mutex<Option<GracefulShutdown>>>,
+}
+
+impl ListenerSlot {
+    /// Stops accepting and asks the listener's connections to finish: HTTP/1.1 ones close after
+    /// the request in flight (at once if idle), HTTP/2 ones get a GOAWAY. Returns the wait for
+    /// them, if it was not asked before.
+    fn drain(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let _ = self.stop.send(true);
+        let graceful = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(graceful.shutdown())
+    }
 }
 
 type ServerTls = Reloadable<rustls::ServerConfig>;
@@ -108,7 +126,6 @@ pub struct Control {
     listeners: Mutex<HashMap<String, ListenerSlot>>,
     /// Serialises reloads; the value is the status they report.
     status: tokio::sync::Mutex<ReloadStatus>,
-    graceful: Mutex<Option<GracefulShutdown>>,
     workers: Arc<Workers>,
     /// Snapshots replaced but perhaps still used by requests in flight, with when they were
     /// replaced; freed by [`Control::reap`] on the control plane once unused.
@@ -176,20 +193,15 @@ fn bind_listener(index: usize, lc: &config::Listener, workers: usize) -> Result<
 impl Control {
     /// Starts serving a bound listener; returns its slot.
     fn serve(self: &Arc<Self>, bound: Bound) -> Result<ListenerSlot, StartError> {
-        let weak = Arc::downgrade(self);
-        let watchers: listener::Watchers = Arc::new(move || {
-            let control = weak.upgrade()?;
-            let graceful = control.graceful.lock().unwrap_or_else(|e| e.into_inner());
-            graceful.as_ref().map(GracefulShutdown::watcher)
-        });
-        if self
-            .graceful
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.draining.load(Ordering::SeqCst) {
             return Err(StartError::ShuttingDown);
         }
+        let connections = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
+        let watched = connections.clone();
+        let watchers: listener::Watchers = Arc::new(move || {
+            let graceful = watched.lock().unwrap_or_else(|e| e.into_inner());
+            graceful.as_ref().map(GracefulShutdown::watcher)
+        });
         let (stop, stop_rx) = watch::channel(false);
         let lc = bound.config.clone();
         let running = Arc::new(Running {
@@ -227,6 +239,7 @@ impl Control {
             address: bound.address,
             stop,
             tls: bound.tls,
+            connections,
         })
     }
 
@@ -381,9 +394,17 @@ impl Control {
         listeners.retain(|name, slot| {
             let keep = wanted.contains_key(name.as_str()) && !fresh_names.contains(name);
             if !keep {
-                // Stop accepting; connections it already has finish on their own.
+                // Its connections must not go on with its old settings (a filter chain or a
+                // client certificate requirement added since): drained as Envoy drains them.
                 tracing::info!(listener = %name, address = %slot.address, "listener removed or replaced; draining");
-                let _ = slot.stop.send(true);
+                if let Some(drained) = slot.drain() {
+                    let (name, limit) = (name.clone(), config.drain_timeout);
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(limit, drained).await.is_err() {
+                            tracing::warn!(listener = %name, timeout = ?limit, "connections of a replaced listener still open after drain_timeout");
+                        }
+                    });
+                }
             }
             keep
         });
@@ -638,7 +659,6 @@ impl Server {
                 generation: 1,
                 ..ReloadStatus::default()
             }),
-            graceful: Mutex::new(Some(GracefulShutdown::new())),
             workers,
             retired: Mutex::new(Vec::new()),
             finishing: Mutex::new(Vec::new()),
@@ -726,27 +746,18 @@ impl Server {
     pub async fn shutdown(self) {
         self.control.draining.store(true, Ordering::SeqCst);
         let drain_timeout = self.control.snapshot.load().config.drain_timeout;
-        for slot in self
+        let drained: Vec<_> = self
             .control
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-        {
-            let _ = slot.stop.send(true);
-        }
-        let graceful = self
-            .control
-            .graceful
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(graceful) = graceful {
-            match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
-                Ok(()) => tracing::info!("all connections drained"),
-                Err(_) => {
-                    tracing::warn!(timeout = ?drain_timeout, "drain timeout passed; closing remaining connections")
-                }
+            .filter_map(ListenerSlot::drain)
+            .collect();
+        match tokio::time::timeout(drain_timeout, futures_util::future::join_all(drained)).await {
+            Ok(_) => tracing::info!("all connections drained"),
+            Err(_) => {
+                tracing::warn!(timeout = ?drain_timeout, "drain timeout passed; closing remaining connections")
             }
         }
         let _ = self.admin_stop.send(true);

@@ -175,3 +175,59 @@ async fn reloads_under_load_fail_no_request() {
     assert!(ok.load(Ordering::SeqCst) > 0);
     assert!(a.hits() > 0 && b.hits() > 0, "both configurations served");
 }
+
+/// A listener a reload changes (or removes) must not go on serving its open connections with
+/// its old settings, a filter chain or client-certificate requirement added since among them:
+/// they are drained as Envoy drains them (an idle HTTP/1.1 connection is closed at once).
+#[tokio::test]
+async fn connections_of_a_replaced_listener_are_drained() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Upstream::named("a").await;
+    let config = |max_requests: usize| {
+        format!(
+            r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    route_config: main
+    header_read_timeout: 60s
+    max_requests: {max_requests}
+routes:
+  - name: main
+    virtual_hosts:
+      - {{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, cluster: backend }}] }}
+clusters:
+  - name: backend
+    endpoints: ["{}"]
+admin:
+  address: "127.0.0.1:0"
+"#,
+            a.addr
+        )
+    };
+    let proxy = Proxy::start(&config(1000));
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.ends_with(b"a")) {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let answer = put_config(proxy.admin.expect("admin"), &config(999));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the old listener's connection stayed open: {closed:?}"
+    );
+}
