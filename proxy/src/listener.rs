@@ -88,8 +88,10 @@ pub async fn accept_loop(
     let connections = running.connections.clone();
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            // A replacement may be accepting on the same socket already.
+            biased;
             _ = stop.wait_for(|stopped| *stopped) => return,
+            accepted = listener.accept() => accepted,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,

@@ -97,24 +97,70 @@ struct ListenerSlot {
     /// Watches the listener's connections, so that they can be drained when the listener is
     /// removed or replaced (they would otherwise go on with its old settings), or at shutdown.
     connections: Arc<Mutex<Option<GracefulShutdown>>>,
+    /// The accept loops, one per worker.
+    accepting: Vec<tokio::task::JoinHandle<()>>,
+    /// The listening sockets (duplicates of the accept loops' descriptors): a replacement for
+    /// the same address takes them over, so that connections waiting in their accept queues
+    /// are not reset when the old loops let go of theirs.
+    sockets: Vec<std::net::TcpListener>,
 }
 
 impl ListenerSlot {
     /// Stops accepting and asks the listener's connections to finish: HTTP/1.1 ones close after
     /// the request in flight (at once if idle), HTTP/2 ones get a GOAWAY. Returns the wait for
-    /// them, if it was not asked before.
-    fn drain(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// them, if it was not asked before. The accept loops end first, so every connection they
+    /// took is watched, and drained with the rest, after `grace`: hyper closes a connection
+    /// that has not sent a request yet at once, and one accepted just before the loops stopped
+    /// should have its first request answered.
+    fn drain(&mut self, grace: Duration) -> Option<impl Future<Output = ()> + Send + 'static> {
         let _ = self.stop.send(true);
-        let graceful = self
-            .connections
+        let accepting = std::mem::take(&mut self.accepting);
+        let connections = self.connections.clone();
+        if connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()?;
-        Some(graceful.shutdown())
+            .is_none()
+        {
+            return None;
+        }
+        Some(async move {
+            for task in accepting {
+                let _ = task.await;
+            }
+            tokio::time::sleep(grace).await;
+            let graceful = connections.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(graceful) = graceful {
+                graceful.shutdown().await;
+            }
+        })
+    }
+
+    /// The same listener, rebound for `lc` (same address): its sockets, duplicated.
+    fn rebind(&self, lc: &config::Listener) -> Result<Bound, StartError> {
+        let sockets = self
+            .sockets
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind {
+                listener: lc.name.clone(),
+                address: lc.address.clone(),
+                source,
+            })?;
+        Ok(Bound {
+            config: lc.clone(),
+            sockets,
+            address: self.address,
+            tls: server_tls(lc)?,
+        })
     }
 }
 
 type ServerTls = Reloadable<rustls::ServerConfig>;
+
+/// How long a replaced listener's connections go on before they are drained: enough for one
+/// accepted as the old accept loops stopped to send its first request.
+const REPLACED_LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// The state shared by the server, the admin API and the file watcher.
 pub struct Control {
@@ -165,17 +211,21 @@ struct Bound {
     tls: Option<Arc<ServerTls>>,
 }
 
-fn bind_listener(index: usize, lc: &config::Listener, workers: usize) -> Result<Bound, StartError> {
-    let address = parse_addr(format!("listeners[{index}].address"), &lc.address)?;
-    let tls = match &lc.tls {
-        Some(t) => Some(
+fn server_tls(lc: &config::Listener) -> Result<Option<Arc<ServerTls>>, StartError> {
+    lc.tls
+        .as_ref()
+        .map(|t| {
             tls::server::reloadable(t).map_err(|source| StartError::Tls {
                 listener: lc.name.clone(),
                 source,
-            })?,
-        ),
-        None => None,
-    };
+            })
+        })
+        .transpose()
+}
+
+fn bind_listener(index: usize, lc: &config::Listener, workers: usize) -> Result<Bound, StartError> {
+    let address = parse_addr(format!("listeners[{index}].address"), &lc.address)?;
+    let tls = server_tls(lc)?;
     let (sockets, address) =
         listener::bind_per_worker(address, workers).map_err(|source| StartError::Bind {
             listener: lc.name.clone(),
@@ -222,17 +272,28 @@ impl Control {
         });
         tracing::info!(listener = %lc.name, address = %bound.address, tls = lc.tls.is_some(),
             workers = bound.sockets.len(), "listening");
+        let sockets = bound
+            .sockets
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind {
+                listener: lc.name.clone(),
+                address: lc.address.clone(),
+                source,
+            })?;
+        let mut accepting = Vec::with_capacity(sockets.len());
         for (index, socket) in bound.sockets.into_iter().enumerate() {
             let (running, stop_rx, watchers) = (running.clone(), stop_rx.clone(), watchers.clone());
             // The socket joins the reactor of the worker that accepts on it.
-            self.workers.handle(index).spawn(async move {
+            accepting.push(self.workers.handle(index).spawn(async move {
                 match tokio::net::TcpListener::from_std(socket) {
                     Ok(tcp) => listener::accept_loop(tcp, running, stop_rx, watchers).await,
                     Err(err) => {
                         tracing::error!(listener = %running.config.name, error = %err, "cannot accept on a worker")
                     }
                 }
-            });
+            }));
         }
         Ok(ListenerSlot {
             config: lc,
@@ -240,6 +301,8 @@ impl Control {
             stop,
             tls: bound.tls,
             connections,
+            accepting,
+            sockets,
         })
     }
 
@@ -355,14 +418,16 @@ impl Control {
             Snapshot::build(config.clone(), generation, Some(previous), LoadMode::Reload).await?;
 
         // Listeners whose settings are unchanged keep their sockets and connections. Changed
-        // and new ones are bound before anything else changes; SO_REUSEPORT lets a changed
-        // listener bind its address while the old socket still accepts.
+        // and new ones are bound before anything else changes: a changed one at the same
+        // address takes over its sockets (connections waiting to be accepted are not lost);
+        // SO_REUSEPORT lets one moved elsewhere bind while the old socket still accepts.
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::new();
         let mut kept = Vec::new();
         for (i, lc) in config.listeners.iter().enumerate() {
             match listeners.get(&lc.name) {
                 Some(slot) if slot.config == *lc => kept.push(slot),
+                Some(slot) if slot.config.address == lc.address => fresh.push(slot.rebind(lc)?),
                 _ => fresh.push(bind_listener(i, lc, self.workers.len())?),
             }
         }
@@ -397,7 +462,8 @@ impl Control {
                 // Its connections must not go on with its old settings (a filter chain or a
                 // client certificate requirement added since): drained as Envoy drains them.
                 tracing::info!(listener = %name, address = %slot.address, "listener removed or replaced; draining");
-                if let Some(drained) = slot.drain() {
+                let grace = config.drain_timeout.min(REPLACED_LISTENER_GRACE);
+                if let Some(drained) = slot.drain(grace) {
                     let (name, limit) = (name.clone(), config.drain_timeout);
                     tokio::spawn(async move {
                         if tokio::time::timeout(limit, drained).await.is_err() {
@@ -751,8 +817,8 @@ impl Server {
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(ListenerSlot::drain)
+            .values_mut()
+            .filter_map(|slot| slot.drain(Duration::ZERO))
             .collect();
         match tokio::time::timeout(drain_timeout, futures_util::future::join_all(drained)).await {
             Ok(_) => tracing::info!("all connections drained"),

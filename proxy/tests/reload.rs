@@ -183,28 +183,7 @@ async fn reloads_under_load_fail_no_request() {
 async fn connections_of_a_replaced_listener_are_drained() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Upstream::named("a").await;
-    let config = |max_requests: usize| {
-        format!(
-            r#"
-listeners:
-  - name: main
-    address: "127.0.0.1:0"
-    route_config: main
-    header_read_timeout: 60s
-    max_requests: {max_requests}
-routes:
-  - name: main
-    virtual_hosts:
-      - {{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, cluster: backend }}] }}
-clusters:
-  - name: backend
-    endpoints: ["{}"]
-admin:
-  address: "127.0.0.1:0"
-"#,
-            a.addr
-        )
-    };
+    let config = |max_requests: usize| listener_config(a.addr, max_requests);
     let proxy = Proxy::start(&config(1000));
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
         .await
@@ -230,4 +209,80 @@ admin:
         matches!(closed, Ok(Ok(0) | Err(_))),
         "the old listener's connection stayed open: {closed:?}"
     );
+}
+
+/// One listener on port 0 whose `max_requests` the tests change to make it "changed".
+fn listener_config(upstream: std::net::SocketAddr, max_requests: usize) -> String {
+    format!(
+        r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    route_config: main
+    header_read_timeout: 60s
+    max_requests: {max_requests}
+routes:
+  - name: main
+    virtual_hosts:
+      - {{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, cluster: backend }}] }}
+clusters:
+  - name: backend
+    endpoints: ["{upstream}"]
+admin:
+  address: "127.0.0.1:0"
+"#
+    )
+}
+
+/// A listener changed in place keeps its address and its sockets: a client opening a new
+/// connection for each request never sees a refusal or a reset across reloads (connections
+/// waiting in the old accept queue are taken over, not dropped with the old socket).
+#[tokio::test]
+async fn a_changed_listener_keeps_its_sockets() {
+    let a = Upstream::named("a").await;
+    let proxy = Proxy::start(&listener_config(a.addr, 1000));
+    let (addr, admin) = (proxy.addr("main"), proxy.admin.expect("admin"));
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = done.clone();
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut served = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let req = request("GET", "/", &[("connection", "close")]);
+                    // A refused connection panics here, failing the test as loudly.
+                    match try_send(addr, req, false).await {
+                        Ok(StatusCode::OK) => served += 1,
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                (served, failures)
+            })
+        })
+        .collect();
+    let upstream = a.addr;
+    for i in 0..10 {
+        let answer = tokio::task::spawn_blocking(move || {
+            put_config(admin, &listener_config(upstream, 999 - i))
+        })
+        .await
+        .expect("reload");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Traffic between reloads, so that each switch happens under it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    let (mut served, mut failures) = (0, Vec::new());
+    for client in clients {
+        let (n, failed) = client.await.expect("client");
+        served += n;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {served} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(served > 0);
 }
