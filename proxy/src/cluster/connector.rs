@@ -124,13 +124,31 @@ async fn connect(inner: &Inner, permit: Permit) -> Result<UpstreamConn, ConnectE
         address: inner.address.clone(),
         source,
     };
-    let mut addrs = tokio::net::lookup_host(inner.address.as_str())
+    let addrs = tokio::net::lookup_host(inner.address.as_str())
         .await
         .map_err(io_err)?;
-    let addr = addrs.next().ok_or_else(|| ConnectError::Resolve {
-        address: inner.address.clone(),
-    })?;
-    let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+    // Each address in turn, as `TcpStream::connect` does with a name: `localhost` may resolve
+    // to ::1 first for a server listening on 127.0.0.1 only.
+    let mut last = None;
+    let mut connected = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                connected = Some(tcp);
+                break;
+            }
+            Err(err) => last = Some(err),
+        }
+    }
+    let tcp = match (connected, last) {
+        (Some(tcp), _) => tcp,
+        (None, Some(err)) => return Err(io_err(err)),
+        (None, None) => {
+            return Err(ConnectError::Resolve {
+                address: inner.address.clone(),
+            });
+        }
+    };
     tcp.set_nodelay(true).map_err(io_err)?;
     let (stream, h2) = match &inner.tls {
         Some((config, name)) => {
