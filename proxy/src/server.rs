@@ -446,6 +446,16 @@ impl Control {
             self.record_history(&previous.config, &config);
         }
         let old = self.snapshot.swap(Arc::new(snapshot));
+        let current = self.snapshot.load();
+        for (name, cluster) in &old.clusters {
+            if !current
+                .clusters
+                .get(name)
+                .is_some_and(|c| Arc::ptr_eq(c, cluster))
+            {
+                cluster.retire();
+            }
+        }
         self.retire(old);
         self.swapped.send_replace(generation);
         commit_tls(tls.rotated);

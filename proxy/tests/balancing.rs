@@ -295,3 +295,56 @@ async fn an_unhealthy_endpoint_is_back_when_its_health_check_is_removed() {
     }
     assert!(answered.contains(&Some("sick".to_string())), "{answered:?}");
 }
+
+/// A reload that changes a cluster's health check stops the old cluster's checks, though a
+/// request that started before still uses the old cluster: two loops would otherwise fight
+/// over the endpoints the clusters share.
+#[tokio::test]
+async fn a_replaced_clusters_health_checks_stop() {
+    let old_probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = old_probes.clone();
+    let upstream = Upstream::with(move |seen: Seen| {
+        if seen.path == "/old" {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        async move {
+            if seen.path == "/slow" {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            reply(StatusCode::OK, "up", "ok")
+        }
+    })
+    .await;
+    let check = |path: &str| {
+        format!(
+            "    health_check: {{ path: {path}, interval: 100ms, timeout: 1s, \
+             healthy_threshold: 1, unhealthy_threshold: 1 }}\n"
+        )
+    };
+    let proxy = Proxy::start(&simple_config(&check("/old"), &[upstream.addr], ""));
+    let (addr, admin) = (proxy.addr("main"), proxy.admin.expect("admin"));
+    assert!(
+        eventually(Duration::from_secs(20), async || old_probes
+            .load(Ordering::SeqCst)
+            > 0)
+        .await
+    );
+    // Holds the old snapshot, and with it the old cluster, for 2 s.
+    let slow = tokio::spawn(async move { get(addr, "/slow").await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = admin_call(
+        admin,
+        "PUT",
+        "/config",
+        &simple_config(&check("/new"), &[upstream.addr], ""),
+    );
+    assert_eq!(status, 200, "{body}");
+    let at_reload = old_probes.load(Ordering::SeqCst);
+    assert_eq!(slow.await.expect("slow request"), StatusCode::OK);
+    let after = old_probes.load(Ordering::SeqCst) - at_reload;
+    // At most the one probe that was under way when the reload came.
+    assert!(
+        after <= 1,
+        "{after} checks of the old path after the reload"
+    );
+}

@@ -30,7 +30,7 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
         interval.tick().await;
-        let Some(cluster) = cluster.upgrade() else {
+        let Some(cluster) = cluster.upgrade().filter(|c| !c.is_retired()) else {
             return;
         };
         let Some(ok) = probe(&cluster, index, &hc).await else {

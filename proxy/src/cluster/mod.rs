@@ -60,6 +60,10 @@ pub struct Cluster {
     /// Upstream TLS, shared by the endpoints' connectors; reloads refresh it from its files.
     pub tls: Option<Arc<Reloadable<rustls::ClientConfig>>>,
     health_started: AtomicBool,
+    /// Set once a reload replaced the cluster: requests that started before may still use it,
+    /// but its health checks stop, so they do not fight the new cluster's over endpoints the
+    /// two share.
+    retired: AtomicBool,
     pub counters: UpstreamCounters,
 }
 
@@ -201,6 +205,7 @@ impl Cluster {
             scheme: if cfg.tls.is_some() { "https" } else { "http" },
             tls: tls_config,
             health_started: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             counters: UpstreamCounters::new(&cfg.name),
         }))
     }
@@ -240,6 +245,15 @@ impl Cluster {
         if let (Some(detector), Some(endpoint)) = (&self.outlier, self.endpoints.get(index)) {
             detector.observe(endpoint, &self.endpoints, outcome, Instant::now());
         }
+    }
+
+    /// Marks the cluster replaced by a reload (see `retired`).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     pub(crate) fn pool(&self, index: usize) -> Option<&Pool> {
