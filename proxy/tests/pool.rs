@@ -8,6 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::StatusCode;
 use support::*;
@@ -294,4 +295,29 @@ async fn http1_upstreams_get_origin_form_request_targets() {
         ["GET /a/b?c=1&d HTTP/1.1"],
         "a proxy sends origin servers origin-form targets (RFC 9112 §3.2.1)"
     );
+}
+
+/// An HTTP/2 connection with no stream open for the pool's idle timeout is closed like an idle
+/// HTTP/1.1 one: it holds a `max_connections` slot, and a DNS endpoint whose address changed
+/// would otherwise never be resolved again.
+#[tokio::test]
+async fn an_idle_http2_upstream_connection_is_closed() {
+    let upstream = Upstream::named("h2").await;
+    let proxy = Proxy::start(&simple_config(
+        "    protocol: http2\n    pool: { idle_timeout: 1s }",
+        &[upstream.addr],
+        "",
+    ));
+    let got = get(proxy.addr("main"), "/").await;
+    assert_eq!(got.status, StatusCode::OK);
+    let admin = proxy.admin.expect("admin");
+    let open = "wasmesh_upstream_connections_active{cluster=\"backend\"}";
+    assert_eq!(metric(&get_admin_text(admin, "/stats"), open), 1.0);
+    let closed = eventually(Duration::from_secs(20), async || {
+        metric(&get_admin_text(admin, "/stats"), open) == 0.0
+    })
+    .await;
+    assert!(closed, "the idle HTTP/2 connection stayed open");
+    // The next request opens another.
+    assert_eq!(get(proxy.addr("main"), "/").await.status, StatusCode::OK);
 }

@@ -14,7 +14,7 @@
 //! and no task per returned connection: a request costs a lock, a pop and a push.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -72,12 +72,56 @@ struct Inner {
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    h2: Mutex<Option<SharedH2>>,
 }
 
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
     since: Instant,
+}
+
+/// The endpoint's HTTP/2 connection, which all requests share.
+struct SharedH2 {
+    sender: http2::SendRequest<ProxyBody>,
+    streams: Arc<Streams>,
+}
+
+/// The streams open on an HTTP/2 connection, so that one without any for the idle timeout
+/// closes like an idle HTTP/1.1 connection (and its endpoint's name is resolved again).
+struct Streams {
+    open: AtomicUsize,
+    quiet_since: Mutex<Instant>,
+}
+
+impl Streams {
+    fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.quiet_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+/// One stream on a shared HTTP/2 connection, open until dropped (with its response body).
+struct Stream(Arc<Streams>);
+
+impl Stream {
+    fn open(streams: &Arc<Streams>) -> Stream {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        Stream(streams.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let mut quiet = self.0.quiet_since.lock().unwrap_or_else(|e| e.into_inner());
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *quiet = Instant::now();
+        }
+    }
 }
 
 impl Pool {
@@ -108,8 +152,8 @@ impl Pool {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
         let inner = &self.inner;
-        if let Some(sender) = inner.shared_h2() {
-            return inner.send_h2(sender, request).await;
+        if let Some((sender, streams)) = inner.shared_h2() {
+            return inner.send_h2(sender, &streams, request).await;
         }
         // HTTP/1.1 requests go out in origin form (`GET /path`); HTTP/2 needs the absolute URI.
         // A request already in origin form (the proxy's own, to an HTTP/1.1 cluster) is sent
@@ -162,20 +206,30 @@ impl Pool {
                     source,
                 }),
             },
-            Fresh::Http2(sender) => {
+            Fresh::Http2(sender, streams) => {
                 if let Some(absolute) = absolute {
                     *request.uri_mut() = absolute;
                 }
-                inner.send_h2(sender, request).await
+                inner.send_h2(sender, &streams, request).await
             }
         }
     }
 
-    /// Closes idle connections that have waited longer than the idle timeout.
+    /// Closes idle connections that have waited longer than the idle timeout: HTTP/1.1 ones
+    /// in the idle stack, and the HTTP/2 connection once no stream was open on it for as long.
     pub fn evict_idle(&self) {
         let limit = self.inner.idle_timeout;
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|i| i.since.elapsed() < limit && !i.sender.is_closed());
+        drop(idle);
+        let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
+        if h2
+            .as_ref()
+            .is_some_and(|s| s.sender.is_closed() || s.streams.idle_for() >= limit)
+        {
+            // Streams still starting on it hold their own handles and finish.
+            *h2 = None;
+        }
     }
 
     /// The endpoint's connector, for connections that are not HTTP (TCP proxying).
@@ -206,14 +260,16 @@ fn origin_form(uri: &http::Uri) -> http::Uri {
 
 enum Fresh {
     Http1(http1::SendRequest<ProxyBody>),
-    Http2(http2::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>, Arc<Streams>),
 }
 
 impl Inner {
-    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+    fn shared_h2(&self) -> Option<(http2::SendRequest<ProxyBody>, Arc<Streams>)> {
         let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
         match h2.as_ref() {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(shared) if !shared.sender.is_closed() => {
+                Some((shared.sender.clone(), shared.streams.clone()))
+            }
             Some(_) => {
                 *h2 = None;
                 None
@@ -251,12 +307,15 @@ impl Inner {
     async fn send_h2(
         &self,
         mut sender: http2::SendRequest<ProxyBody>,
+        streams: &Arc<Streams>,
         request: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
+        let stream = Stream::open(streams);
         match sender.send_request(request).await {
             Ok(response) => Ok(response.map(|body| PooledBody {
                 inner: body,
                 lease: None,
+                stream: Some(stream),
             })),
             Err(source) => Err(PoolError::Send {
                 address: self.address.clone(),
@@ -277,7 +336,11 @@ impl Inner {
             sender,
             uploaded,
         });
-        response.map(|body| PooledBody { inner: body, lease })
+        response.map(|body| PooledBody {
+            inner: body,
+            lease,
+            stream: None,
+        })
     }
 
     async fn connect(&self) -> Result<Fresh, PoolError> {
@@ -297,8 +360,15 @@ impl Inner {
                     tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
                 }
             });
-            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-            return Ok(Fresh::Http2(sender));
+            let streams = Arc::new(Streams {
+                open: AtomicUsize::new(0),
+                quiet_since: Mutex::new(Instant::now()),
+            });
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(SharedH2 {
+                sender: sender.clone(),
+                streams: streams.clone(),
+            });
+            return Ok(Fresh::Http2(sender, streams));
         }
         let (sender, connection) =
             http1::Builder::new()
@@ -372,6 +442,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         lease: Option<Lease>,
+        stream: Option<Stream>,
     }
 
     impl PinnedDrop for PooledBody {
