@@ -114,6 +114,9 @@ impl ListenerSlot {
     /// should have its first request answered.
     fn drain(&mut self, grace: Duration) -> Option<impl Future<Output = ()> + Send + 'static> {
         let _ = self.stop.send(true);
+        // Its sockets close with the accept loops' (a replacement holds its own duplicates),
+        // so clients are refused rather than left in a queue nobody accepts from.
+        self.sockets.clear();
         let accepting = std::mem::take(&mut self.accepting);
         let connections = self.connections.clone();
         if connections
