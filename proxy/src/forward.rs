@@ -840,8 +840,8 @@ async fn try_once(
             )
         }
         Some(Err(err)) => {
-            drop(in_flight);
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
+                in_flight.discard();
                 return Attempt::Failed(Failure::Overflow(reason));
             }
             let interrupted =
@@ -849,9 +849,12 @@ async fn try_once(
             if watch.failed() || interrupted {
                 // The request body failed on the client's side, or a filter stopped it (it
                 // answered or reset the stream): not the endpoint's fault, so it is not
-                // counted against it (a client must not be able to eject upstreams).
+                // counted against it (a client must not be able to eject upstreams, or make
+                // one look slow).
+                in_flight.discard();
                 return Attempt::Failed(Failure::Downstream(error_chain(&err)));
             }
+            drop(in_flight);
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             let connect = err.is_connect();
             if connect {

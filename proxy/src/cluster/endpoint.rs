@@ -157,6 +157,12 @@ impl InFlight {
         self.record(rtt, now);
     }
 
+    /// Ends the request without a sample: it failed for reasons not the endpoint's (the
+    /// client's body, a filter, the cluster's own limits).
+    pub fn discard(mut self) {
+        self.recorded = true;
+    }
+
     /// Records the round trip now, leaving the request counted as in flight until dropped
     /// (a TCP session: its connect time is the latency, its life is load).
     pub fn record(&mut self, rtt: Duration, now: Instant) {

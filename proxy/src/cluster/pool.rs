@@ -94,14 +94,17 @@ struct Streams {
 }
 
 impl Streams {
-    fn idle_for(&self) -> Duration {
+    /// How long no stream has been open; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
         if self.open.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
+            return None;
         }
-        self.quiet_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
+        Some(
+            self.quiet_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
     }
 }
 
@@ -223,10 +226,9 @@ impl Pool {
         idle.retain(|i| i.since.elapsed() < limit && !i.sender.is_closed());
         drop(idle);
         let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
-        if h2
-            .as_ref()
-            .is_some_and(|s| s.sender.is_closed() || s.streams.idle_for() >= limit)
-        {
+        if h2.as_ref().is_some_and(|s| {
+            s.sender.is_closed() || s.streams.idle_for().is_some_and(|idle| idle >= limit)
+        }) {
             // Streams still starting on it hold their own handles and finish.
             *h2 = None;
         }
