@@ -459,6 +459,10 @@ impl Control {
                 cluster.retire();
             }
         }
+        // Only now that the old clusters' checks have stopped.
+        for cluster in current.clusters.values() {
+            cluster.restore_health_unchecked();
+        }
         self.retire(old);
         self.swapped.send_replace(generation);
         commit_tls(tls.rotated);

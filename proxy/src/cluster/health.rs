@@ -36,6 +36,9 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
         let Some(ok) = probe(&cluster, index, &hc).await else {
             continue;
         };
+        if cluster.is_retired() {
+            return; // replaced while probing: the endpoint is no longer this loop's
+        }
         let Some(endpoint) = cluster.endpoints.get(index) else {
             return;
         };

@@ -157,10 +157,6 @@ impl Cluster {
         let mut pools = Vec::with_capacity(cfg.endpoints.len());
         for address in &cfg.endpoints {
             if let Some((endpoint, pool)) = reuse.and_then(|p| p.endpoint_named(address)) {
-                if cfg.health_check.is_none() {
-                    // Nothing would ever mark it healthy again.
-                    endpoint.set_healthy(true);
-                }
                 endpoints.push(endpoint);
                 pools.push(pool);
                 continue;
@@ -250,6 +246,16 @@ impl Cluster {
     /// Marks the cluster replaced by a reload (see `retired`).
     pub fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// After a reload: a cluster without health checks has nothing that would ever mark an
+    /// endpoint it kept from an earlier, checked version healthy again, so they all are.
+    pub fn restore_health_unchecked(&self) {
+        if self.config.health_check.is_none() {
+            for endpoint in &self.endpoints {
+                endpoint.set_healthy(true);
+            }
+        }
     }
 
     pub(crate) fn is_retired(&self) -> bool {
