@@ -244,8 +244,8 @@ where
 }
 
 /// A connection that must open within a deadline: send its first byte and, if it speaks
-/// HTTP/2, its whole connection preface (RFC 9113 §3.4: the 24 octets, then the header of the
-/// SETTINGS frame that must follow them). hyper's header read timeout starts only once a request
+/// HTTP/2, its whole connection preface (RFC 9113 §3.4: the 24 octets, then the SETTINGS frame
+/// that must follow them). hyper's header read timeout starts only once a request
 /// head begins, and only for HTTP/1, after the protocol is known. A client that connects (and
 /// finishes a TLS handshake) and then stays silent, or stops partway through the preface, would
 /// otherwise hold its connection, and one of the listener's `max_connections` slots, forever.
@@ -255,12 +255,14 @@ struct OpeningDeadline<IO> {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes read so far, while they are the start of HTTP/2's preface.
     preface: usize,
+    /// The length field of the SETTINGS frame after the fixed octets, as it arrives.
+    settings_length: [u8; 3],
 }
 
 /// What an HTTP/2 client sends first: the preface's fixed octets.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// The octets, then a frame header (the SETTINGS frame's).
-const H2_OPENING: usize = H2_PREFACE.len() + 9;
+/// A frame header's size.
+const FRAME_HEADER: usize = 9;
 
 impl<IO> OpeningDeadline<IO> {
     fn new(io: IO, limit: Duration) -> Self {
@@ -268,6 +270,7 @@ impl<IO> OpeningDeadline<IO> {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
             preface: 0,
+            settings_length: [0; 3],
         }
     }
 
@@ -280,9 +283,22 @@ impl<IO> OpeningDeadline<IO> {
             self.deadline = None;
             return;
         }
+        for (at, byte) in (self.preface..).zip(read) {
+            if let Some(slot) = at
+                .checked_sub(H2_PREFACE.len())
+                .and_then(|i| self.settings_length.get_mut(i))
+            {
+                *slot = *byte;
+            }
+        }
         self.preface += read.len();
-        if self.preface >= H2_OPENING {
-            self.deadline = None;
+        let header_end = H2_PREFACE.len() + FRAME_HEADER;
+        if self.preface >= header_end {
+            let [a, b, c] = self.settings_length;
+            let length = u32::from_be_bytes([0, a, b, c]) as usize;
+            if self.preface >= header_end + length {
+                self.deadline = None;
+            }
         }
     }
 }
@@ -347,5 +363,45 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for OpeningDeadline<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(reads: &[&[u8]]) -> bool {
+        let mut deadline = OpeningDeadline::new((), Duration::from_secs(60));
+        for read in reads {
+            deadline.saw(read);
+        }
+        deadline.deadline.is_none()
+    }
+
+    #[tokio::test]
+    async fn a_connection_has_opened_once_http1_is_certain_or_http2s_preface_is_whole() {
+        let settings = [0u8, 0, 6, 4, 0, 0, 0, 0, 0]; // a SETTINGS frame with one setting
+        let setting = [0u8, 3, 0, 0, 0, 100];
+        assert!(opened(&[b"G"]));
+        assert!(
+            opened(&[b"P", b"OST / HTTP/1.1\r\n"]),
+            "POST is not the preface"
+        );
+        assert!(!opened(&[b"PRI * HTTP/2.0\r\n"]));
+        assert!(!opened(&[H2_PREFACE]));
+        assert!(
+            !opened(&[H2_PREFACE, &settings]),
+            "the settings are still to come"
+        );
+        assert!(!opened(&[H2_PREFACE, &settings, &setting[..5]]));
+        assert!(opened(&[H2_PREFACE, &settings, &setting]));
+        let whole = [H2_PREFACE, &settings, &setting].concat();
+        assert!(opened(&[&whole]));
+        let (a, b) = whole.split_at(26); // the length field split between reads
+        assert!(opened(&[a, b]));
+        assert!(
+            opened(&[H2_PREFACE, &[0, 0, 0, 4, 0, 0, 0, 0, 0]]),
+            "empty SETTINGS"
+        );
     }
 }
