@@ -72,6 +72,8 @@ pub struct Running {
     /// The listener's `max_connections` slots, shared by its accept loops (one per worker),
     /// so the limit holds for the listener as a whole.
     pub connections: Arc<Semaphore>,
+    /// Turns true when the listener's drain runs out of time: its connections still open end.
+    pub closed: watch::Receiver<bool>,
 }
 
 /// Hands out a graceful-shutdown watcher per connection; `None` once shutdown has begun.
@@ -121,8 +123,17 @@ pub async fn accept_loop(
             let _permit = permit;
             let gauge = metrics::gauge!("wasmesh_downstream_connections", "listener" => running.config.name.clone());
             gauge.increment(1.0);
-            if let Err(err) = serve_connection(tcp, peer, &running, watcher).await {
-                tracing::debug!(listener = %running.config.name, %peer, error = %err, "connection ended with error");
+            let mut closed = running.closed.clone();
+            tokio::select! {
+                served = serve_connection(tcp, peer, &running, watcher) => {
+                    if let Err(err) = served {
+                        tracing::debug!(listener = %running.config.name, %peer, error = %err, "connection ended with error");
+                    }
+                }
+                // (An error means the listener is gone without a drain: nothing to end early.)
+                Ok(_) = closed.wait_for(|closed| *closed) => {
+                    tracing::debug!(listener = %running.config.name, %peer, "connection closed at the end of its listener's drain");
+                }
             }
             gauge.decrement(1.0);
         });

@@ -99,6 +99,9 @@ struct ListenerSlot {
     connections: Arc<Mutex<Option<GracefulShutdown>>>,
     /// The accept loops, one per worker.
     accepting: Vec<tokio::task::JoinHandle<()>>,
+    /// Closes whatever connections are still open when a drain runs out of time (TCP sessions,
+    /// long streams), as Envoy closes them at the end of its drain time.
+    close: Option<watch::Sender<bool>>,
     /// The listening sockets (duplicates of the accept loops' descriptors): a replacement for
     /// the same address takes them over, so that connections waiting in their accept queues
     /// are not reset when the old loops let go of theirs.
@@ -111,29 +114,33 @@ impl ListenerSlot {
     /// them, if it was not asked before. The accept loops end first, so every connection they
     /// took is watched, and drained with the rest, after `grace`: hyper closes a connection
     /// that has not sent a request yet at once, and one accepted just before the loops stopped
-    /// should have its first request answered.
-    fn drain(&mut self, grace: Duration) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// should have its first request answered. What is still open after `limit` is closed.
+    fn drain(
+        &mut self,
+        grace: Duration,
+        limit: Duration,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let _ = self.stop.send(true);
         // Its sockets close with the accept loops' (a replacement holds its own duplicates),
         // so clients are refused rather than left in a queue nobody accepts from.
         self.sockets.clear();
         let accepting = std::mem::take(&mut self.accepting);
+        let close = self.close.take()?;
         let connections = self.connections.clone();
-        if connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            return None;
-        }
+        let name = self.config.name.clone();
         Some(async move {
             for task in accepting {
                 let _ = task.await;
             }
             tokio::time::sleep(grace).await;
             let graceful = connections.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(graceful) = graceful {
-                graceful.shutdown().await;
+            if let Some(graceful) = graceful
+                && tokio::time::timeout(limit, graceful.shutdown())
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(listener = %name, timeout = ?limit, "connections still open after drain_timeout; closing them");
+                let _ = close.send(true);
             }
         })
     }
@@ -175,6 +182,8 @@ pub struct Control {
     listeners: Mutex<HashMap<String, ListenerSlot>>,
     /// Serialises reloads; the value is the status they report.
     status: tokio::sync::Mutex<ReloadStatus>,
+    /// The drains of listeners reloads replaced or removed, still running.
+    draining_listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     workers: Arc<Workers>,
     /// Snapshots replaced but perhaps still used by requests in flight, with when they were
     /// replaced; freed by [`Control::reap`] on the control plane once unused.
@@ -256,8 +265,10 @@ impl Control {
             graceful.as_ref().map(GracefulShutdown::watcher)
         });
         let (stop, stop_rx) = watch::channel(false);
+        let (close, closed) = watch::channel(false);
         let lc = bound.config.clone();
         let running = Arc::new(Running {
+            closed,
             config: lc.clone(),
             tls: bound.tls.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(lc.max_connections)),
@@ -305,6 +316,7 @@ impl Control {
             tls: bound.tls,
             connections,
             accepting,
+            close: Some(close),
             sockets,
         })
     }
@@ -480,13 +492,11 @@ impl Control {
                 // client certificate requirement added since): drained as Envoy drains them.
                 tracing::info!(listener = %name, address = %slot.address, "listener removed or replaced; draining");
                 let grace = config.drain_timeout.min(REPLACED_LISTENER_GRACE);
-                if let Some(drained) = slot.drain(grace) {
-                    let (name, limit) = (name.clone(), config.drain_timeout);
-                    tokio::spawn(async move {
-                        if tokio::time::timeout(limit, drained).await.is_err() {
-                            tracing::warn!(listener = %name, timeout = ?limit, "connections of a replaced listener still open after drain_timeout");
-                        }
-                    });
+                if let Some(drained) = slot.drain(grace, config.drain_timeout) {
+                    // Shutdown waits for it too.
+                    let mut draining = self.draining_listeners.lock().unwrap_or_else(|e| e.into_inner());
+                    draining.retain(|task| !task.is_finished());
+                    draining.push(tokio::spawn(drained));
                 }
             }
             keep
@@ -738,6 +748,7 @@ impl Server {
             swapped: watch::Sender::new(1),
             draining: AtomicBool::new(false),
             listeners: Mutex::new(HashMap::new()),
+            draining_listeners: Mutex::new(Vec::new()),
             status: tokio::sync::Mutex::new(ReloadStatus {
                 generation: 1,
                 ..ReloadStatus::default()
@@ -835,14 +846,22 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values_mut()
-            .filter_map(|slot| slot.drain(Duration::ZERO))
+            .filter_map(|slot| slot.drain(Duration::ZERO, drain_timeout))
             .collect();
-        match tokio::time::timeout(drain_timeout, futures_util::future::join_all(drained)).await {
-            Ok(_) => tracing::info!("all connections drained"),
-            Err(_) => {
-                tracing::warn!(timeout = ?drain_timeout, "drain timeout passed; closing remaining connections")
-            }
-        }
+        // Listeners a reload replaced may still be draining theirs.
+        let replaced: Vec<_> = std::mem::take(
+            &mut *self
+                .control
+                .draining_listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        futures_util::future::join(
+            futures_util::future::join_all(drained),
+            futures_util::future::join_all(replaced),
+        )
+        .await;
+        tracing::info!("listeners drained");
         let _ = self.admin_stop.send(true);
         for task in self.tasks {
             task.abort();

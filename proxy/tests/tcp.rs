@@ -326,3 +326,49 @@ async fn a_network_filter_can_hold_a_new_connection_until_it_continues_it() {
         .expect("read");
     assert_eq!(&buf[..n], b"a:after");
 }
+
+/// A TCP session on a listener a reload replaced is closed once `drain_timeout` has passed, as
+/// Envoy closes what is left at the end of its drain: it must not go on for good with the old
+/// listener's settings (its network filters, say).
+#[tokio::test]
+async fn a_replaced_listeners_sessions_end_after_drain_timeout() {
+    let upstream = echo("a").await;
+    let config = |idle: &str| {
+        format!(
+            r#"
+drain_timeout: 1s
+listeners:
+  - name: tcp
+    address: "127.0.0.1:0"
+    tcp_proxy:
+      cluster: backend
+      idle_timeout: {idle}
+clusters:
+  - name: backend
+    endpoints: ["{upstream}"]
+admin:
+  address: "127.0.0.1:0"
+"#
+        )
+    };
+    let proxy = Proxy::start(&config("60s"));
+    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 16];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"a:ping");
+    let (status, body) = admin_call(
+        proxy.admin.expect("admin"),
+        "PUT",
+        "/config",
+        &config("61s"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the session outlived its listener's drain: {closed:?}"
+    );
+}
