@@ -240,7 +240,7 @@ pub fn gc(root: &Path, min_age: Duration, dry_run: bool) -> Result<String, CliEr
             root.display()
         )));
     }
-    let store = Store::open(root)?;
+    let store = Store::open_shared(root)?;
     let report = store.gc_with(&GcOptions { min_age, dry_run })?;
     let verb = if dry_run { "would remove" } else { "removed" };
     let line = format!(

@@ -43,7 +43,7 @@ use crate::tls;
 /// Manifests larger than this are refused with 413.
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 /// Largest body accepted by one blob request (POST, PATCH or PUT).
-pub const MAX_BLOB_BODY: usize = 512 * 1024 * 1024;
+pub const MAX_BLOB_BODY: usize = crate::store::MAX_BLOB_SIZE as usize;
 const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 /// The `service` the registry names in its challenges and token answers.
 pub const SERVICE: &str = "wasmesh-registry";
@@ -272,6 +272,8 @@ fn store_error(e: &StoreError) -> Resp {
         StoreError::BlobUnknown(_) => error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", &msg),
         StoreError::ManifestUnknown(_) => error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &msg),
         StoreError::UploadUnknown(_) => error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", &msg),
+        StoreError::BlobInUse(_) => error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", &msg),
+        StoreError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", &msg),
         StoreError::RangeInvalid { .. } => error(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "BLOB_UPLOAD_INVALID",
@@ -761,8 +763,11 @@ async fn get_blob(state: &State, req: &Request<Incoming>, d: String) -> Result<R
     let d = parse_digest(&d)?;
     let s = state.store.clone();
     let dd = d.clone();
-    let data = blocking(move || s.read_blob(&dd)).await?;
-    let len = data.len() as u64;
+    let len = blocking(move || {
+        s.blob_size(&dd)
+            .ok_or_else(|| StoreError::BlobUnknown(dd.to_string()))
+    })
+    .await?;
     let head = req.method() == Method::HEAD;
     let range = req
         .headers()
@@ -796,10 +801,13 @@ async fn get_blob(state: &State, req: &Request<Incoming>, d: String) -> Result<R
             }
         }
     };
+    // Only what is asked for is read: a HEAD reads nothing, a range only its bytes.
     let body = if head {
         Bytes::new()
     } else {
-        Bytes::from(data).slice(start as usize..end as usize)
+        let s = state.store.clone();
+        let dd = d.clone();
+        Bytes::from(blocking(move || s.read_blob_range(&dd, start, end - start)).await?)
     };
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
@@ -900,42 +908,12 @@ async fn patch_upload(
     id: String,
 ) -> Result<Resp, Resp> {
     let alg = upload_algorithm(&req)?;
-    let range = match req.headers().get(header::CONTENT_RANGE) {
-        None => None,
-        Some(v) => {
-            let parsed = v.to_str().ok().and_then(|s| {
-                let s = s
-                    .trim()
-                    .trim_start_matches("bytes ")
-                    .trim_start_matches("bytes=");
-                let (a, b) = s.split_once('-')?;
-                Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
-            });
-            match parsed {
-                Some((a, b)) if a <= b => Some((a, b)),
-                _ => {
-                    return Err(error(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "BLOB_UPLOAD_INVALID",
-                        "bad Content-Range",
-                    ));
-                }
-            }
-        }
-    };
+    let range = content_range(&req)?;
     let body = read_body(req, MAX_BLOB_BODY).await?;
-    if let Some((a, b)) = range
-        && b - a + 1 != body.len() as u64
-    {
-        return Err(error(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UPLOAD_INVALID",
-            "Content-Range does not match the body length",
-        ));
-    }
+    let offset = chunk_offset(range, &body)?;
     let s = state.store.clone();
     let id2 = id.clone();
-    let size = blocking(move || s.append_upload(&id2, range.map(|r| r.0), &body)).await?;
+    let size = blocking(move || s.append_upload(&id2, offset, &body)).await?;
     Ok(upload_accepted(
         StatusCode::ACCEPTED,
         &name,
@@ -943,6 +921,42 @@ async fn patch_upload(
         size,
         alg.as_deref(),
     ))
+}
+
+/// A chunk's `Content-Range` (`a-b`, inclusive), if it names one.
+fn content_range(req: &Request<Incoming>) -> Result<Option<(u64, u64)>, Resp> {
+    let Some(v) = req.headers().get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let parsed = v.to_str().ok().and_then(|s| {
+        let s = s
+            .trim()
+            .trim_start_matches("bytes ")
+            .trim_start_matches("bytes=");
+        let (a, b) = s.split_once('-')?;
+        Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+    });
+    match parsed {
+        Some((a, b)) if a <= b => Ok(Some((a, b))),
+        _ => Err(error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "bad Content-Range",
+        )),
+    }
+}
+
+/// Where a chunk with `range` must start, checked against its body's length.
+fn chunk_offset(range: Option<(u64, u64)>, body: &[u8]) -> Result<Option<u64>, Resp> {
+    match range {
+        None => Ok(None),
+        Some((a, b)) if (b - a).checked_add(1) == Some(body.len() as u64) => Ok(Some(a)),
+        Some(_) => Err(error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range does not match the body length",
+        )),
+    }
 }
 
 async fn put_upload(
@@ -968,10 +982,13 @@ async fn put_upload(
             &format!("the upload was opened for {alg}, the digest is {d}"),
         ));
     }
+    // A last chunk out of order is refused (416) and the upload stays open, as for PATCH.
+    let range = content_range(&req)?;
     let body = read_body(req, MAX_BLOB_BODY).await?;
+    let offset = chunk_offset(range, &body)?;
     let s = state.store.clone();
     let dd = d.clone();
-    blocking(move || s.finish_upload(&id, &dd, &body)).await?;
+    blocking(move || s.finish_upload(&id, &dd, offset, &body)).await?;
     Ok(blob_created(&name, &d))
 }
 

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -42,6 +42,10 @@ pub enum StoreError {
     UploadUnknown(String),
     #[error("chunk starts at {got} but the upload holds {expected} bytes")]
     RangeInvalid { expected: u64, got: u64 },
+    #[error("a blob may hold at most {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("blob {0} is used by a manifest: delete the manifests using it, then run gc")]
+    BlobInUse(String),
     #[error("store I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -56,6 +60,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         source,
     }
 }
+
+/// The most a blob may hold, however many chunks it is uploaded in (Wasm filters are a few
+/// MiB; this bounds what an upload session can fill the disk with).
+pub const MAX_BLOB_SIZE: u64 = 512 * 1024 * 1024;
 
 /// Digest algorithms the store accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -297,6 +305,20 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 impl Store {
     /// Opens (creating if needed) a store rooted at `root`. Leftover temp files are removed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let store = Store::open_shared(root)?;
+        // Leftovers of writes a crash interrupted: the server owns the store.
+        let tmp = store.root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(store)
+    }
+
+    /// Opens the store beside a server that may be running on it (`registry gc`): its
+    /// temporary files may be writes under way, so they are left alone.
+    pub fn open_shared(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let root = root.into();
         for sub in [
             "blobs/sha256",
@@ -307,12 +329,6 @@ impl Store {
         ] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
-        }
-        let tmp = root.join("tmp");
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
-            }
         }
         Ok(Store { root })
     }
@@ -381,6 +397,16 @@ impl Store {
         }
     }
 
+    /// Reads `len` bytes of a blob from `start`.
+    pub fn read_blob_range(&self, d: &Digest, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let (mut f, _) = self.open_blob(d)?;
+        let p = self.blob_path(d);
+        f.seek(io::SeekFrom::Start(start)).map_err(io_err(&p))?;
+        let mut data = Vec::new();
+        f.take(len).read_to_end(&mut data).map_err(io_err(&p))?;
+        Ok(data)
+    }
+
     /// Opens a blob for streaming reads.
     pub fn open_blob(&self, d: &Digest) -> Result<(File, u64), StoreError> {
         let p = self.blob_path(d);
@@ -413,8 +439,13 @@ impl Store {
         self.write_atomic(&self.blob_path(expected), data)
     }
 
-    /// Deletes a blob. Manifests that reference it are left dangling (as the spec allows).
+    /// Deletes a blob that no manifest uses. Blobs are shared by every repository (manifests
+    /// are stored as blobs too), so one in use is refused ([`StoreError::BlobInUse`]): deleting
+    /// it through any repository's name would break the manifests of others.
     pub fn delete_blob(&self, d: &Digest) -> Result<(), StoreError> {
+        if self.in_use()?.contains(d) {
+            return Err(StoreError::BlobInUse(d.to_string()));
+        }
         let p = self.blob_path(d);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -470,6 +501,11 @@ impl Store {
                 got: off,
             });
         }
+        if size + data.len() as u64 > MAX_BLOB_SIZE {
+            return Err(StoreError::TooLarge {
+                limit: MAX_BLOB_SIZE,
+            });
+        }
         if let Err(e) = f.write_all(data) {
             // A chunk is all or nothing: cut off what part of it went in (a full disk, say),
             // so the upload stays at the offset a client retries from, and the space is freed.
@@ -492,11 +528,12 @@ impl Store {
         &self,
         id: &str,
         expected: &Digest,
+        offset: Option<u64>,
         last: &[u8],
     ) -> Result<u64, StoreError> {
         let p = self.upload_path(id)?;
         if !last.is_empty() {
-            self.append_upload(id, None, last)?;
+            self.append_upload(id, offset, last)?;
         }
         // Move the upload out of `uploads/` first so no new request can open it, then copy it
         // while hashing into a fresh temp file: a PATCH that opened the upload just before the
@@ -734,20 +771,9 @@ impl Store {
         Ok(self.gc_with(&GcOptions::default())?.removed)
     }
 
-    /// Points `tag` of `repo` at the manifest `d`, which must be linked in `repo`.
-    pub fn set_tag(&self, repo: &str, tag: &str, d: &Digest) -> Result<(), StoreError> {
-        if !self.link_path(repo, d)?.is_file() {
-            return Err(StoreError::ManifestUnknown(d.to_string()));
-        }
-        self.write_atomic(&self.tag_path(repo, tag)?, d.to_string().as_bytes())
-    }
-
-    /// Garbage collection. Keeps every manifest linked in any repository and, transitively,
-    /// everything those reference — config, layers, index entries, and referrers' subjects —
-    /// and removes the other blobs older than `min_age`, and upload sessions idle longer than
-    /// `min_age`. The age bound spares pushes in flight (blobs uploaded before their
-    /// manifest). With `dry_run`, reports without removing.
-    pub fn gc_with(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    /// Every manifest linked in any repository and, transitively, everything those reference:
+    /// config, layers, index entries, referrers' subjects.
+    fn in_use(&self) -> Result<HashSet<Digest>, StoreError> {
         let mut keep: HashSet<Digest> = HashSet::new();
         let mut queue: Vec<Digest> = Vec::new();
         for repo in self.list_repositories() {
@@ -765,6 +791,24 @@ impl Store {
                 queue.extend(subject_digest(&bytes));
             }
         }
+        Ok(keep)
+    }
+
+    /// Points `tag` of `repo` at the manifest `d`, which must be linked in `repo`.
+    pub fn set_tag(&self, repo: &str, tag: &str, d: &Digest) -> Result<(), StoreError> {
+        if !self.link_path(repo, d)?.is_file() {
+            return Err(StoreError::ManifestUnknown(d.to_string()));
+        }
+        self.write_atomic(&self.tag_path(repo, tag)?, d.to_string().as_bytes())
+    }
+
+    /// Garbage collection. Keeps every manifest linked in any repository and, transitively,
+    /// everything those reference — config, layers, index entries, and referrers' subjects —
+    /// and removes the other blobs older than `min_age`, and upload sessions idle longer than
+    /// `min_age`. The age bound spares pushes in flight (blobs uploaded before their
+    /// manifest). With `dry_run`, reports without removing.
+    pub fn gc_with(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        let keep = self.in_use()?;
         let now = std::time::SystemTime::now();
         let old_enough = |meta: &fs::Metadata| {
             meta.modified()

@@ -280,8 +280,33 @@ async fn chunked_and_streamed_uploads() {
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
     }
+    // A closing chunk out of order → 416, and the upload stays open (spec: "MUST respond 416").
     let r = h
-        .req(Method::PUT, &format!("{loc}?digest={full}"), &[], b"ld")
+        .req(
+            Method::PUT,
+            &format!("{loc}?digest={full}"),
+            &[("content-range", "0-1")],
+            b"ld",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    // A range whose length overflows is refused, not a panic.
+    let r = h
+        .req(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-18446744073709551615")],
+            b"x",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let r = h
+        .req(
+            Method::PUT,
+            &format!("{loc}?digest={full}"),
+            &[("content-range", "9-10")],
+            b"ld",
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = h
@@ -643,6 +668,43 @@ async fn manifests_tags_referrers_restart() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = h.req(Method::GET, "/v2/f/manifests/v1", &[], b"").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// Blobs are shared by every repository, manifests included: a blob some manifest uses is not
+/// deleted through any repository's name (that would break the others' manifests); an unused
+/// one is.
+#[tokio::test]
+async fn a_blob_in_use_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), None, None).await;
+    let config = h.push_blob("a", b"{}").await;
+    let layer = h.push_blob("a", b"\0asm\x01\0\0\0").await;
+    let m = manifest(&config, 2, &layer, 8, None);
+    let r = h.req(Method::PUT, "/v2/a/manifests/v1", &[], &m).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let md = Digest::sha256_of(&m);
+    for used in [&config, &layer, &md] {
+        let r = h
+            .req(Method::DELETE, &format!("/v2/zzz/blobs/{used}"), &[], b"")
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            "{used}"
+        );
+    }
+    let r = h.req(Method::GET, "/v2/a/manifests/v1", &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h
+        .req(Method::GET, &format!("/v2/a/blobs/{layer}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let unused = h.push_blob("a", b"unused").await;
+    let r = h
+        .req(Method::DELETE, &format!("/v2/a/blobs/{unused}"), &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    h.reg.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,7 +116,7 @@ fn chunked_upload_contiguity_and_verification() {
     let full = Digest::sha256_of(b"hello world");
     // An in-progress upload is not a blob.
     assert!(store.blob_size(&full).is_none());
-    assert_eq!(store.finish_upload(&id, &full, b"ld").unwrap(), 11);
+    assert_eq!(store.finish_upload(&id, &full, None, b"ld").unwrap(), 11);
     assert_eq!(store.read_blob(&full).unwrap(), b"hello world");
     assert!(store.upload_size(&id).is_err());
 
@@ -125,7 +125,7 @@ fn chunked_upload_contiguity_and_verification() {
     store.append_upload(&id, None, b"abc").unwrap();
     let wrong = Digest::sha256_of(b"abd");
     assert!(matches!(
-        store.finish_upload(&id, &wrong, b""),
+        store.finish_upload(&id, &wrong, None, b""),
         Err(StoreError::DigestMismatch { .. })
     ));
     assert!(store.blob_size(&wrong).is_none());
@@ -163,7 +163,7 @@ fn concurrent_puts_of_the_same_blob() {
                 for chunk in data.chunks(7_000) {
                     store.append_upload(&id, None, chunk).unwrap();
                 }
-                store.finish_upload(&id, d, b"").unwrap();
+                store.finish_upload(&id, d, None, b"").unwrap();
                 store.put_blob(d, data).unwrap();
             });
         }
