@@ -251,10 +251,7 @@ async fn route_and_forward(
             Phase::Failed(message) => {
                 env.keep_request_headers(pairs);
                 tracing::warn!(route = %route.name, error = %message, "filter failed; answering 503 (fail_closed)");
-                let failed = Reply::local(local_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "filter failed",
-                ));
+                let failed = Reply::local(filter_failed());
                 let response = respond(
                     failed,
                     streams,
@@ -387,12 +384,12 @@ async fn route_and_forward(
         Err(status) => {
             // Kept for retries, the body went through the filters before anything was sent:
             // a filter that answered from a body callback cut it short, and its answer stands.
-            let local = match filter::body::take_answer(answered.as_ref()) {
-                Some(Interrupt::Respond(local)) => local,
+            let reply = match filter::body::take_answer(answered.as_ref()) {
+                Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
+                Some(Interrupt::Failed) => Reply::local(filter_failed()),
                 Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
                 None => return (route_name, Ok(local_reply(status, "request body"))),
             };
-            let reply = Reply::local(local_response(local));
             let response = respond(
                 reply,
                 streams,
@@ -459,6 +456,8 @@ async fn route_and_forward(
         // A request filter answered from its body: its answer stands, whatever the upstream
         // (which saw the request body cut short) said.
         Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
+        // A fail-closed filter failed on the body: 503, not the upstream's doing.
+        Some(Interrupt::Failed) => Reply::local(filter_failed()),
         Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
         None => Reply {
             // A 101's body is the upgraded connection, spliced below; any other upstream
@@ -1422,7 +1421,7 @@ async fn respond(
         Phase::Respond(local) => response = local_response(local),
         Phase::Failed(message) => {
             tracing::warn!(route = %route_name, error = %message, "filter failed on the response; answering 503 (fail_closed)");
-            response = local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed");
+            response = filter_failed();
         }
         Phase::Reset => return Err(StreamReset),
     }
@@ -1516,12 +1515,21 @@ fn local_response(local: wasmesh_host::LocalResponse) -> Response<ProxyBody> {
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     filter::apply_pairs(&local.headers, response.headers_mut());
+    // Framed by its body, whatever the filter said (Envoy's `prepareLocalReply` sets the length
+    // from the body too): a wrong length would desynchronise an HTTP/1.1 connection.
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response.headers_mut().remove(header::TRANSFER_ENCODING);
     if let Some(grpc) = local.grpc_status
         && let Ok(value) = HeaderValue::from_str(&grpc.to_string())
     {
         response.headers_mut().insert("grpc-status", value);
     }
     response
+}
+
+/// The answer for a request a fail-closed filter failed on (Envoy's `wasm_fail_stream`).
+fn filter_failed() -> Response<ProxyBody> {
+    local_reply(StatusCode::SERVICE_UNAVAILABLE, "filter failed")
 }
 
 /// A reply the proxy makes itself.

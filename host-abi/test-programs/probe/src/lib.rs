@@ -329,7 +329,12 @@ impl HttpContext for Probe {
         }
         self.drop_trailer = self.get_http_request_header("x-probe-log-drop-trailers");
         if self.get_http_request_header(":path").as_deref() == Some("/local") {
-            self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
+            // With a wrong length: the host frames a local reply by its body, as Envoy does.
+            self.send_http_response(
+                418,
+                vec![("x-local", "yes"), ("content-length", "2")],
+                Some(b"local reply"),
+            );
             return Action::Pause;
         }
         if self.get_http_request_header(":path").as_deref() == Some("/grpc-local") {
