@@ -52,6 +52,8 @@ pub enum Interrupt {
     Respond(LocalResponse),
     /// It closed the stream (`proxy_close_stream`).
     Reset,
+    /// It failed, and fails closed: answered 503, as for a failure in a header callback.
+    Failed,
 }
 
 /// Runs `body` through the filters of `streams` (in chain order; reversed here for responses).
@@ -398,6 +400,12 @@ impl http_body::Body for BodyFilter {
                     let message = match stop {
                         Stop::Failed(message) => {
                             tracing::warn!(error = %message, "filter failed on the body; aborting it (fail_closed)");
+                            if let (Direction::Request, Some(answer)) =
+                                (direction, this.answer.as_ref())
+                            {
+                                *answer.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(Interrupt::Failed);
+                            }
                             message
                         }
                         Stop::Closed => {
