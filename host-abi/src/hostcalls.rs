@@ -145,6 +145,9 @@ fn header_attribute_value(m: &HeaderMap, rest: &[String]) -> Option<Vec<u8>> {
     }
 }
 
+/// A header map to change. Changing the request's headers also asks for the route to be
+/// chosen again, as Envoy's `Context` does (`clearRouteCache` on every request-header edit):
+/// a filter that sets a header a route matches on sends the request there.
 fn header_map_mut(state: &mut HostState, map_type: i32) -> Result<Option<&mut HeaderMap>, i32> {
     let Some(stream) = state.stream.as_mut() else {
         return match map_type {
@@ -153,7 +156,10 @@ fn header_map_mut(state: &mut HostState, map_type: i32) -> Result<Option<&mut He
         };
     };
     Ok(match map_type {
-        map::HTTP_REQUEST_HEADERS => Some(&mut stream.request_headers),
+        map::HTTP_REQUEST_HEADERS => {
+            stream.clear_route_cache = true;
+            Some(&mut stream.request_headers)
+        }
         map::HTTP_REQUEST_TRAILERS => Some(&mut stream.request_trailers),
         map::HTTP_RESPONSE_HEADERS => Some(&mut stream.response_headers),
         map::HTTP_RESPONSE_TRAILERS => Some(&mut stream.response_trailers),

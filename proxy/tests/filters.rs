@@ -895,3 +895,48 @@ async fn filters_see_the_authority_once_and_may_set_it_as_host() {
         }
     }
 }
+
+/// As in Envoy, a filter that changes the request's headers has the route chosen again: here
+/// the stock `headers` filter sets the header a route matches on, without asking to re-route.
+#[tokio::test]
+async fn editing_request_headers_chooses_the_route_again() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let config = format!(
+        r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    route_config: main
+    filter_chain: edge
+routes:
+  - name: main
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: canary
+            match: {{ prefix: "/", headers: [{{ name: x-variant, exact: canary }}] }}
+            cluster: canary
+          - name: stable
+            match: {{ prefix: "/" }}
+            cluster: stable
+clusters:
+  - {{ name: stable, endpoints: ["{}"] }}
+  - {{ name: canary, endpoints: ["{}"] }}
+filter_chains:
+  - name: edge
+    plugins:
+      - name: headers
+        source: "file://{}"
+        config: {{ request: {{ set: {{ x-variant: canary }} }} }}
+"#,
+        stable.addr,
+        canary.addr,
+        wasmesh_test_programs::HEADERS_WASM,
+    );
+    let proxy = Proxy::start(&config);
+    let got = get(proxy.addr("main"), "/").await;
+    assert_eq!(got.header("x-upstream"), Some("canary"));
+    assert_eq!(stable.hits(), 0);
+}
