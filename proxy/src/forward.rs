@@ -310,10 +310,13 @@ async fn route_and_forward(
                     env.set_route(&route.name, &cluster_name);
                 }
                 None => {
-                    return (
-                        route.name.clone(),
-                        Ok(local_reply(StatusCode::NOT_FOUND, "no route matched")),
-                    );
+                    // Back through the filters' response callbacks, as every local reply goes
+                    // (so `on_log` sees its code).
+                    let reply =
+                        Reply::local(local_reply(StatusCode::NOT_FOUND, "no route matched"));
+                    let response =
+                        respond(reply, streams, Some(&env), route.pause_limit(), &route.name).await;
+                    return (route.name.clone(), response);
                 }
             }
         }
@@ -321,13 +324,19 @@ async fn route_and_forward(
 
     let route_name = route.name.clone();
     let Some(cluster) = snapshot.clusters.get(&*cluster_name) else {
-        return (
-            route_name,
-            Ok(local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cluster not found",
-            )),
-        );
+        let reply = Reply::local(local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster not found",
+        ));
+        let response = respond(
+            reply,
+            streams,
+            attributes.as_ref(),
+            route.pause_limit(),
+            &route_name,
+        )
+        .await;
+        return (route_name, response);
     };
 
     // Filters may adjust this request's retry policy and timeout (see `filter::RouterHints`).
@@ -388,7 +397,7 @@ async fn route_and_forward(
                 Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
                 Some(Interrupt::Failed) => Reply::local(filter_failed()),
                 Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
-                None => return (route_name, Ok(local_reply(status, "request body"))),
+                None => Reply::local(local_reply(status, "request body")),
             };
             let response = respond(
                 reply,

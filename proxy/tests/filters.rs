@@ -940,3 +940,48 @@ filter_chains:
     assert_eq!(got.header("x-upstream"), Some("canary"));
     assert_eq!(stable.hits(), 0);
 }
+
+/// A request no route matches once a filter edited it gets its 404 back through the filters'
+/// response callbacks, as every local reply does.
+#[tokio::test]
+async fn a_request_edited_out_of_every_route_gets_a_404_through_the_filters() {
+    let stable = Upstream::named("stable").await;
+    let config = format!(
+        r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    route_config: main
+    filter_chain: edge
+routes:
+  - name: main
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: stable
+            match: {{ prefix: "/", headers: [{{ name: x-variant, exact: stable }}] }}
+            cluster: stable
+clusters:
+  - {{ name: stable, endpoints: ["{}"] }}
+filter_chains:
+  - name: edge
+    plugins:
+      - name: headers
+        source: "file://{}"
+        config: {{ request: {{ set: {{ x-variant: gone }} }}, response: {{ set: {{ x-decorated: "yes" }} }} }}
+"#,
+        stable.addr,
+        wasmesh_test_programs::HEADERS_WASM,
+    );
+    let proxy = Proxy::start(&config);
+    let got = send(
+        proxy.addr("main"),
+        request("GET", "/", &[("x-variant", "stable")]),
+        false,
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(got.header("x-decorated"), Some("yes"));
+    assert_eq!(stable.hits(), 0);
+}
