@@ -12,10 +12,10 @@
 //! `env.proxy_clear_route_cache`, but Envoy links that import only for modules that declare
 //! 0.1.0, so a 0.2 module importing it does not load there. What Envoy offers a 0.2 module is
 //! the foreign function `clear_route_cache` (`proxy_call_foreign_function`), and wasmesh
-//! answers the same name, so [`clear`] works unchanged on both. Envoy also clears the route
-//! cache by itself whenever a Wasm filter changes the request headers (add, replace, remove or
-//! set them all); calling [`clear`] anyway costs little and says what the filter means on
-//! hosts that do not.
+//! answers the same name, so [`clear`] works unchanged on both. Envoy and wasmesh also clear
+//! the route cache by themselves whenever a Wasm filter changes the request headers (add,
+//! replace, remove or set them all); calling [`clear`] anyway costs little and says what the
+//! filter means on hosts that do not.
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
