@@ -72,8 +72,49 @@ pub struct Running {
     /// The listener's `max_connections` slots, shared by its accept loops (one per worker),
     /// so the limit holds for the listener as a whole.
     pub connections: Arc<Semaphore>,
-    /// Turns true when the listener's drain runs out of time: its connections still open end.
-    pub closed: watch::Receiver<bool>,
+    /// The connections open now, to end those its drain leaves open.
+    pub open: OpenConnections,
+}
+
+/// A listener's open connections (their tasks), so that those still open when its drain runs
+/// out of time can be ended, as Envoy closes them at the end of its drain time. Kept per
+/// connection rather than watched per request: a signal each connection polls would cost its
+/// every request a lock.
+#[derive(Default)]
+pub struct OpenConnections {
+    next: std::sync::atomic::AtomicU64,
+    tasks: std::sync::Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
+}
+
+impl OpenConnections {
+    /// Ends every connection still open; returns how many.
+    pub fn close_all(&self) -> usize {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks.values() {
+            task.abort();
+        }
+        tasks.len()
+    }
+}
+
+/// One open connection: counted in the listener's gauge and known to [`OpenConnections`]
+/// until its task ends, or is ended.
+struct Open {
+    running: Arc<Running>,
+    id: u64,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+        self.running
+            .open
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Hands out a graceful-shutdown watcher per connection; `None` once shutdown has begun.
@@ -118,25 +159,31 @@ pub async fn accept_loop(
             metrics::counter!("wasmesh_worker_connections_total", "worker" => worker.to_string())
                 .increment(1);
         }
-        let running = running.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let gauge = metrics::gauge!("wasmesh_downstream_connections", "listener" => running.config.name.clone());
-            gauge.increment(1.0);
-            let mut closed = running.closed.clone();
-            tokio::select! {
-                served = serve_connection(tcp, peer, &running, watcher) => {
-                    if let Err(err) = served {
-                        tracing::debug!(listener = %running.config.name, %peer, error = %err, "connection ended with error");
-                    }
+        let id = running
+            .open
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let task = {
+            let running = running.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let gauge = metrics::gauge!("wasmesh_downstream_connections", "listener" => running.config.name.clone());
+                gauge.increment(1.0);
+                let _open = Open {
+                    running: running.clone(),
+                    id,
+                    gauge,
+                };
+                if let Err(err) = serve_connection(tcp, peer, &running, watcher).await {
+                    tracing::debug!(listener = %running.config.name, %peer, error = %err, "connection ended with error");
                 }
-                // (An error means the listener is gone without a drain: nothing to end early.)
-                Ok(_) = closed.wait_for(|closed| *closed) => {
-                    tracing::debug!(listener = %running.config.name, %peer, "connection closed at the end of its listener's drain");
-                }
-            }
-            gauge.decrement(1.0);
-        });
+            })
+        };
+        let mut tasks = running.open.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        // (On a worker's single-threaded runtime the task cannot have run yet.)
+        if !task.is_finished() {
+            tasks.insert(id, task.abort_handle());
+        }
     }
 }
 

@@ -99,9 +99,11 @@ struct ListenerSlot {
     connections: Arc<Mutex<Option<GracefulShutdown>>>,
     /// The accept loops, one per worker.
     accepting: Vec<tokio::task::JoinHandle<()>>,
-    /// Closes whatever connections are still open when a drain runs out of time (TCP sessions,
-    /// long streams), as Envoy closes them at the end of its drain time.
-    close: Option<watch::Sender<bool>>,
+    /// Its accept loops' shared state: the connections still open when a drain runs out of
+    /// time (TCP sessions, long streams) are ended through it.
+    running: Arc<Running>,
+    /// Whether its drain has begun.
+    draining: bool,
     /// The listening sockets (duplicates of the accept loops' descriptors): a replacement for
     /// the same address takes them over, so that connections waiting in their accept queues
     /// are not reset when the old loops let go of theirs.
@@ -124,8 +126,11 @@ impl ListenerSlot {
         // Its sockets close with the accept loops' (a replacement holds its own duplicates),
         // so clients are refused rather than left in a queue nobody accepts from.
         self.sockets.clear();
+        if std::mem::replace(&mut self.draining, true) {
+            return None;
+        }
         let accepting = std::mem::take(&mut self.accepting);
-        let close = self.close.take()?;
+        let running = self.running.clone();
         let connections = self.connections.clone();
         let name = self.config.name.clone();
         Some(async move {
@@ -139,8 +144,8 @@ impl ListenerSlot {
                     .await
                     .is_err()
             {
-                tracing::warn!(listener = %name, timeout = ?limit, "connections still open after drain_timeout; closing them");
-                let _ = close.send(true);
+                let closed = running.open.close_all();
+                tracing::warn!(listener = %name, timeout = ?limit, closed, "connections still open after drain_timeout; closed them");
             }
         })
     }
@@ -265,10 +270,9 @@ impl Control {
             graceful.as_ref().map(GracefulShutdown::watcher)
         });
         let (stop, stop_rx) = watch::channel(false);
-        let (close, closed) = watch::channel(false);
         let lc = bound.config.clone();
         let running = Arc::new(Running {
-            closed,
+            open: listener::OpenConnections::default(),
             config: lc.clone(),
             tls: bound.tls.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(lc.max_connections)),
@@ -316,7 +320,8 @@ impl Control {
             tls: bound.tls,
             connections,
             accepting,
-            close: Some(close),
+            running: running.clone(),
+            draining: false,
             sockets,
         })
     }
