@@ -158,6 +158,11 @@ async fn route_and_forward(
     } else if req.version() == Version::HTTP_2 {
         join_cookies(req.headers_mut());
     }
+    // The route is matched on the request as it will be sent (forwarding headers added,
+    // hop-by-hop ones gone), as Envoy mutates headers before it routes; a filter's re-match
+    // then sees the same headers the first match did.
+    let upgrade = is_upgrade(&req);
+    prepare_headers(req.headers_mut(), listener, conn, upgrade, &authority);
     let Some(mut route) = table.select(&authority, req.uri().path(), req.headers()) else {
         return (
             no_route(),
@@ -165,7 +170,6 @@ async fn route_and_forward(
         );
     };
 
-    let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
     // A body declared longer than the listener takes is refused before anything else runs;
@@ -182,8 +186,6 @@ async fn route_and_forward(
         let body = body::idle_limited(body, route.idle_timeout);
         body::watched(body, listener.max_request_body_bytes, watch.clone())
     };
-    prepare_headers(&mut parts.headers, listener, conn, upgrade, &authority);
-
     // Filters run on the request as the router would send it, and may re-route it.
     let chain = match filter_chain(snapshot, listener, route) {
         Ok(chain) => chain,
@@ -304,6 +306,9 @@ async fn route_and_forward(
         env.keep_request_headers(pairs);
         if filter::route_cache_cleared(&streams) {
             match table.select(&authority, parts.uri.path(), &parts.headers) {
+                // The same route keeps its cluster: a weighted split is drawn once per request,
+                // and the filters saw that draw (`cluster_name`).
+                Some(again) if std::ptr::eq(again, route) => {}
                 Some(again) => {
                     route = again;
                     cluster_name = route.action.pick_cluster().clone();
@@ -819,7 +824,7 @@ async fn try_once(
         {
             // Dropped unread, so the connection is closed rather than pooled.
             drop(response);
-            drop(in_flight);
+            in_flight.fail();
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             cluster.counters.reset.increment(1);
             tracing::debug!(cluster = %cluster.name, endpoint = %upstream.endpoint.address, "upstream response in a transfer coding other than chunked");
@@ -849,7 +854,7 @@ async fn try_once(
         }
         Some(Err(err)) => {
             if let PoolError::Connect(ConnectError::Overflow { reason, .. }) = err {
-                in_flight.discard();
+                drop(in_flight);
                 return Attempt::Failed(Failure::Overflow(reason));
             }
             let interrupted =
@@ -859,10 +864,10 @@ async fn try_once(
                 // answered or reset the stream): not the endpoint's fault, so it is not
                 // counted against it (a client must not be able to eject upstreams, or make
                 // one look slow).
-                in_flight.discard();
+                drop(in_flight);
                 return Attempt::Failed(Failure::Downstream(error_chain(&err)));
             }
-            drop(in_flight);
+            in_flight.fail();
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             let connect = err.is_connect();
             if connect {
@@ -879,7 +884,7 @@ async fn try_once(
             }
         }
         None => {
-            drop(in_flight);
+            in_flight.fail();
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             cluster.counters.timeout.increment(1);
             Attempt::Failed(Failure::Timeout)

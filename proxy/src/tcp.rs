@@ -77,6 +77,7 @@ pub async fn serve<IO>(
     let up = match connected {
         Ok(up) => up,
         Err(err) => {
+            in_flight.fail();
             cluster.observe(upstream.index, Outcome::GatewayFailure);
             cluster.counters.connect_failure.increment(1);
             tracing::debug!(listener = %listener.name, peer = %conn.peer, error = %err, "upstream connect failed; closing");
@@ -120,6 +121,8 @@ enum Side {
 struct Pending {
     bytes: Vec<u8>,
     written: usize,
+    /// Written bytes may wait in the writer (TLS records in rustls's buffer) until flushed.
+    flush: bool,
     shutdown: bool,
 }
 
@@ -130,28 +133,46 @@ impl Pending {
 
     /// Nothing is waiting to go out: the direction may read again.
     fn drained(&self) -> bool {
-        self.written == self.bytes.len() && !self.shutdown
+        self.written == self.bytes.len() && !self.flush && !self.shutdown
+    }
+
+    /// `bytes` to write next, then the half-close if `eos`.
+    fn next(bytes: Vec<u8>, eos: bool) -> Pending {
+        Pending {
+            flush: !bytes.is_empty(),
+            bytes,
+            written: 0,
+            shutdown: eos,
+        }
     }
 }
 
 /// What one step of writing a direction's pending bytes did.
 enum Push {
     Wrote(usize),
+    Flushed,
     /// The half-close went out (or could not: the peer is gone, which ends it as well).
     Shut,
     Failed,
 }
 
-/// Writes some of `pending`'s bytes to `to`, or once they are all out, its half-close.
+/// Writes some of `pending`'s bytes to `to`; once they are all out, flushes them; then sends
+/// its half-close, if it has one.
 async fn push<W: AsyncWrite + Unpin>(to: &mut W, pending: &Pending) -> Push {
-    if pending.unwritten().is_empty() {
-        let _ = to.shutdown().await;
-        return Push::Shut;
+    if !pending.unwritten().is_empty() {
+        return match to.write(pending.unwritten()).await {
+            Ok(n) => Push::Wrote(n),
+            Err(_) => Push::Failed,
+        };
     }
-    match to.write(pending.unwritten()).await {
-        Ok(n) => Push::Wrote(n),
-        Err(_) => Push::Failed,
+    if pending.flush {
+        return match to.flush().await {
+            Ok(()) => Push::Flushed,
+            Err(_) => Push::Failed,
+        };
     }
+    let _ = to.shutdown().await;
+    Push::Shut
 }
 
 /// Relays bytes both ways until both sides finished or `idle` passed without any moving,
@@ -190,7 +211,7 @@ where
                     },
                     None => chunk,
                 };
-                to_up = Pending { bytes: out, written: 0, shutdown: eos };
+                to_up = Pending::next(out, eos);
                 if eos {
                     // The client finished sending: the half-close is passed on after the rest.
                     down_open = false;
@@ -211,7 +232,7 @@ where
                     },
                     None => chunk,
                 };
-                to_down = Pending { bytes: out, written: 0, shutdown: eos };
+                to_down = Pending::next(out, eos);
                 if eos {
                     up_open = false;
                     if let Some(f) = filters.as_deref_mut() {
@@ -225,6 +246,7 @@ where
                     to_up.written += n;
                     moved.upstream += n as u64;
                 }
+                Push::Flushed => to_up.flush = false,
                 Push::Shut => to_up.shutdown = false,
             },
             step = push(&mut down_write, &to_down), if !to_down.drained() => match step {
@@ -233,6 +255,7 @@ where
                     to_down.written += n;
                     moved.downstream += n as u64;
                 }
+                Push::Flushed => to_down.flush = false,
                 Push::Shut => to_down.shutdown = false,
             },
             () = tokio::time::sleep(idle) => {

@@ -99,7 +99,6 @@ impl Endpoint {
         InFlight {
             endpoint: self.clone(),
             sent,
-            recorded: false,
         }
     }
 
@@ -136,14 +135,15 @@ impl Endpoint {
     }
 }
 
-/// A request in flight on an endpoint. Dropped without a recorded round trip (it failed, timed
-/// out or was cancelled), it records the time since it was sent, as tower's `PeakEwma` does: an
-/// endpoint that only ever times out must not look faster and faster as its estimate decays.
+/// A request in flight on an endpoint. It records a latency sample when it is finished (the
+/// answer's time) or failed (the time until the endpoint failed it: an endpoint that only ever
+/// times out must not look faster and faster as its estimate decays). Dropped otherwise (the
+/// client went away, the route's own timeout, a filter, the cluster's limits), it records
+/// nothing: a client must not be able to make an endpoint look slow.
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     sent: Instant,
-    recorded: bool,
 }
 
 impl InFlight {
@@ -157,27 +157,23 @@ impl InFlight {
         self.record(rtt, now);
     }
 
-    /// Ends the request without a sample: it failed for reasons not the endpoint's (the
-    /// client's body, a filter, the cluster's own limits).
-    pub fn discard(mut self) {
-        self.recorded = true;
+    /// Ends a request the endpoint failed (refused, reset, or left unanswered past the per-try
+    /// timeout), sampling the time it took to fail, as tower's `PeakEwma` does.
+    pub fn fail(mut self) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.sent);
+        self.record(took, now);
     }
 
     /// Records the round trip now, leaving the request counted as in flight until dropped
     /// (a TCP session: its connect time is the latency, its life is load).
     pub fn record(&mut self, rtt: Duration, now: Instant) {
         self.endpoint.observe_rtt(rtt, now);
-        self.recorded = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.recorded {
-            let now = Instant::now();
-            self.endpoint
-                .observe_rtt(now.saturating_duration_since(self.sent), now);
-        }
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -241,12 +237,16 @@ mod tests {
     }
 
     #[test]
-    fn a_request_that_never_answered_records_its_time_so_far() {
+    fn a_request_the_endpoint_failed_records_its_time_but_a_dropped_one_does_not() {
         let e = Endpoint::new("c", "127.0.0.1:1");
         let now = Instant::now();
         let sent = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
-        // Timed out, failed or cancelled: dropped without a round trip.
-        drop(e.start_request_at(sent));
+        // Failed by the endpoint (refused, reset, timed out): the time it took counts.
+        e.start_request_at(sent).fail();
+        // Dropped (the client went away): nothing is sampled.
+        let other = Endpoint::new("c", "127.0.0.1:2");
+        drop(other.start_request_at(sent));
+        assert!(other.ewma_cost(Instant::now()) < 0.01);
         let elapsed = Instant::now().saturating_duration_since(sent).as_secs_f64();
         assert!(
             e.ewma_cost(Instant::now()) > 0.9 * elapsed,
