@@ -36,7 +36,10 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
         let Some(ok) = probe(&cluster, index, &hc).await else {
             continue;
         };
-        if cluster.is_retired() {
+        // Held while the result is applied: a reload retiring the cluster (and restoring the
+        // health of endpoints nothing checks any more) waits for it, or comes first.
+        let retired = cluster.retirement();
+        if *retired {
             return; // replaced while probing: the endpoint is no longer this loop's
         }
         let Some(endpoint) = cluster.endpoints.get(index) else {
@@ -57,6 +60,7 @@ async fn check_loop(cluster: Weak<Cluster>, index: usize, hc: HealthCheck) {
                 endpoint.set_healthy(false);
             }
         }
+        drop(retired);
         metrics::gauge!("wasmesh_endpoint_healthy", "cluster" => cluster.name.to_string(), "endpoint" => endpoint.address.clone())
             .set(if endpoint.is_healthy() { 1.0 } else { 0.0 });
     }

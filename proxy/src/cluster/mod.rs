@@ -63,7 +63,7 @@ pub struct Cluster {
     /// Set once a reload replaced the cluster: requests that started before may still use it,
     /// but its health checks stop, so they do not fight the new cluster's over endpoints the
     /// two share.
-    retired: AtomicBool,
+    retired: std::sync::Mutex<bool>,
     pub counters: UpstreamCounters,
 }
 
@@ -201,7 +201,7 @@ impl Cluster {
             scheme: if cfg.tls.is_some() { "https" } else { "http" },
             tls: tls_config,
             health_started: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
+            retired: std::sync::Mutex::new(false),
             counters: UpstreamCounters::new(&cfg.name),
         }))
     }
@@ -245,7 +245,7 @@ impl Cluster {
 
     /// Marks the cluster replaced by a reload (see `retired`).
     pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
+        *self.retirement() = true;
     }
 
     /// After a reload: a cluster without health checks has nothing that would ever mark an
@@ -259,7 +259,12 @@ impl Cluster {
     }
 
     pub(crate) fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::SeqCst)
+        *self.retirement()
+    }
+
+    /// Whether the cluster is retired, locked: health checks apply a result under it.
+    pub(crate) fn retirement(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.retired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn pool(&self, index: usize) -> Option<&Pool> {
