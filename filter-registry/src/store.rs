@@ -775,20 +775,24 @@ impl Store {
     /// config, layers, index entries, referrers' subjects.
     fn in_use(&self) -> Result<HashSet<Digest>, StoreError> {
         let mut keep: HashSet<Digest> = HashSet::new();
-        let mut queue: Vec<Digest> = Vec::new();
+        let mut read: HashSet<Digest> = HashSet::new();
+        // Only manifests are read (linked ones, an index's entries, subjects); what they
+        // reference otherwise (configs, layers) is kept without being read.
+        let mut manifests: Vec<Digest> = Vec::new();
         for repo in self.list_repositories() {
-            queue.extend(self.list_manifests(&repo)?);
+            manifests.extend(self.list_manifests(&repo)?);
         }
-        while let Some(d) = queue.pop() {
-            if !keep.insert(d.clone()) {
+        while let Some(d) = manifests.pop() {
+            if !read.insert(d.clone()) {
                 continue;
             }
-            // Only manifest-sized blobs can reference anything; layers are not read.
+            keep.insert(d.clone());
             if self.blob_size(&d).is_some_and(|s| s <= GC_SCAN_LIMIT)
                 && let Ok(bytes) = self.read_blob(&d)
             {
-                queue.extend(referenced_digests(&bytes));
-                queue.extend(subject_digest(&bytes));
+                keep.extend(referenced_digests(&bytes));
+                manifests.extend(child_manifests(&bytes));
+                manifests.extend(subject_digest(&bytes));
             }
         }
         Ok(keep)
@@ -897,6 +901,19 @@ pub fn subject_digest(manifest: &[u8]) -> Option<Digest> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// The manifests an index lists (`manifests[]`): garbage collection reads them in turn.
+fn child_manifests(manifest: &[u8]) -> Vec<Digest> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(manifest) else {
+        return Vec::new();
+    };
+    v.get("manifests")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|desc| desc.get("digest")?.as_str()?.parse().ok())
+        .collect()
 }
 
 /// The digests a manifest or index references: `config`, `layers[]`, `manifests[]`, `blobs[]`.
