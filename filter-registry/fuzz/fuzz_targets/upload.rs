@@ -119,7 +119,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     }
                     None => right.clone(),
                 };
-                match store.finish_upload(&id, &expected, &last) {
+                match store.finish_upload(&id, &expected, None, &last) {
                     Ok(len) => {
                         assert_eq!(expected, right, "a blob stored under the wrong digest");
                         assert_eq!(len, held.len() as u64);
