@@ -152,19 +152,9 @@ impl ListenerSlot {
 
     /// The same listener, rebound for `lc` (same address): its sockets, duplicated.
     fn rebind(&self, lc: &config::Listener) -> Result<Bound, StartError> {
-        let sockets = self
-            .sockets
-            .iter()
-            .map(std::net::TcpListener::try_clone)
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|source| StartError::Bind {
-                listener: lc.name.clone(),
-                address: lc.address.clone(),
-                source,
-            })?;
         Ok(Bound {
             config: lc.clone(),
-            sockets,
+            sockets: duplicate(&self.sockets, lc)?,
             address: self.address,
             tls: server_tls(lc)?,
         })
@@ -226,6 +216,23 @@ struct Bound {
     sockets: Vec<std::net::TcpListener>,
     address: SocketAddr,
     tls: Option<Arc<ServerTls>>,
+}
+
+/// Second descriptors for a listener's sockets: the slot keeps them so that a replacement at
+/// the same address can take the sockets over.
+fn duplicate(
+    sockets: &[std::net::TcpListener],
+    lc: &config::Listener,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    sockets
+        .iter()
+        .map(std::net::TcpListener::try_clone)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|source| StartError::Bind {
+            listener: lc.name.clone(),
+            address: lc.address.clone(),
+            source,
+        })
 }
 
 fn server_tls(lc: &config::Listener) -> Result<Option<Arc<ServerTls>>, StartError> {
@@ -290,16 +297,7 @@ impl Control {
         });
         tracing::info!(listener = %lc.name, address = %bound.address, tls = lc.tls.is_some(),
             workers = bound.sockets.len(), "listening");
-        let sockets = bound
-            .sockets
-            .iter()
-            .map(std::net::TcpListener::try_clone)
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|source| StartError::Bind {
-                listener: lc.name.clone(),
-                address: lc.address.clone(),
-                source,
-            })?;
+        let sockets = duplicate(&bound.sockets, &lc)?;
         let mut accepting = Vec::with_capacity(sockets.len());
         for (index, socket) in bound.sockets.into_iter().enumerate() {
             let (running, stop_rx, watchers) = (running.clone(), stop_rx.clone(), watchers.clone());
