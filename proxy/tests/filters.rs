@@ -896,13 +896,29 @@ async fn filters_see_the_authority_once_and_may_set_it_as_host() {
     }
 }
 
-/// As in Envoy, a filter that changes the request's headers has the route chosen again: here
-/// the stock `headers` filter sets the header a route matches on, without asking to re-route.
-#[tokio::test]
-async fn editing_request_headers_chooses_the_route_again() {
-    let stable = Upstream::named("stable").await;
-    let canary = Upstream::named("canary").await;
-    let config = format!(
+/// One listener whose routes (`name`, the `x-variant` value it matches or none, cluster) go to
+/// `clusters` (`name`, upstream), behind the stock `headers` filter configured with `headers`.
+fn routed_by_variant(
+    routes: &[(&str, Option<&str>)],
+    clusters: &[(&str, std::net::SocketAddr)],
+    headers: &str,
+) -> String {
+    let routes: String = routes
+        .iter()
+        .map(|(name, variant)| {
+            let headers = variant
+                .map(|v| format!(", headers: [{{ name: x-variant, exact: {v} }}]"))
+                .unwrap_or_default();
+            format!(
+                "          - name: {name}\n            match: {{ prefix: \"/\"{headers} }}\n            cluster: {name}\n"
+            )
+        })
+        .collect();
+    let clusters: String = clusters
+        .iter()
+        .map(|(name, addr)| format!("  - {{ name: {name}, endpoints: [\"{addr}\"] }}\n"))
+        .collect();
+    format!(
         r#"
 listeners:
   - name: main
@@ -915,25 +931,28 @@ routes:
       - name: all
         domains: ["*"]
         routes:
-          - name: canary
-            match: {{ prefix: "/", headers: [{{ name: x-variant, exact: canary }}] }}
-            cluster: canary
-          - name: stable
-            match: {{ prefix: "/" }}
-            cluster: stable
-clusters:
-  - {{ name: stable, endpoints: ["{}"] }}
-  - {{ name: canary, endpoints: ["{}"] }}
-filter_chains:
+{routes}clusters:
+{clusters}filter_chains:
   - name: edge
     plugins:
       - name: headers
-        source: "file://{}"
-        config: {{ request: {{ set: {{ x-variant: canary }} }} }}
+        source: "file://{wasm}"
+        config: {headers}
 "#,
-        stable.addr,
-        canary.addr,
-        wasmesh_test_programs::HEADERS_WASM,
+        wasm = wasmesh_test_programs::HEADERS_WASM,
+    )
+}
+
+/// As in Envoy, a filter that changes the request's headers has the route chosen again: here
+/// the stock `headers` filter sets the header a route matches on, without asking to re-route.
+#[tokio::test]
+async fn editing_request_headers_chooses_the_route_again() {
+    let stable = Upstream::named("stable").await;
+    let canary = Upstream::named("canary").await;
+    let config = routed_by_variant(
+        &[("canary", Some("canary")), ("stable", None)],
+        &[("stable", stable.addr), ("canary", canary.addr)],
+        "{ request: { set: { x-variant: canary } } }",
     );
     let proxy = Proxy::start(&config);
     let got = get(proxy.addr("main"), "/").await;
@@ -946,33 +965,10 @@ filter_chains:
 #[tokio::test]
 async fn a_request_edited_out_of_every_route_gets_a_404_through_the_filters() {
     let stable = Upstream::named("stable").await;
-    let config = format!(
-        r#"
-listeners:
-  - name: main
-    address: "127.0.0.1:0"
-    route_config: main
-    filter_chain: edge
-routes:
-  - name: main
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - name: stable
-            match: {{ prefix: "/", headers: [{{ name: x-variant, exact: stable }}] }}
-            cluster: stable
-clusters:
-  - {{ name: stable, endpoints: ["{}"] }}
-filter_chains:
-  - name: edge
-    plugins:
-      - name: headers
-        source: "file://{}"
-        config: {{ request: {{ set: {{ x-variant: gone }} }}, response: {{ set: {{ x-decorated: "yes" }} }} }}
-"#,
-        stable.addr,
-        wasmesh_test_programs::HEADERS_WASM,
+    let config = routed_by_variant(
+        &[("stable", Some("stable"))],
+        &[("stable", stable.addr)],
+        r#"{ request: { set: { x-variant: gone } }, response: { set: { x-decorated: "yes" } } }"#,
     );
     let proxy = Proxy::start(&config);
     let got = send(
