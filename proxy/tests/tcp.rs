@@ -172,18 +172,28 @@ async fn no_reachable_upstream_closes_the_connection() {
 async fn idle_connections_are_closed() {
     let upstream = echo("a").await;
     let proxy = Proxy::start(&config(&[upstream], ""));
-    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
-        .await
-        .expect("connect");
+    let mut tcp = echoed_session(proxy.addr("tcp")).await;
+    // Nothing more is sent: the proxy closes after its idle timeout (300ms here).
+    let rest = closed(&mut tcp).await;
+    assert!(matches!(rest, Ok(Ok(0) | Err(_))), "{rest:?}");
+}
+
+/// A session through the proxy to the `echo("a")` upstream, one exchange made.
+async fn echoed_session(addr: SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(b"ping").await.expect("write");
     let mut buf = [0u8; 16];
     let n = tcp.read(&mut buf).await.expect("read");
     assert_eq!(&buf[..n], b"a:ping");
-    // Nothing more is sent: the proxy closes after its idle timeout (300ms here).
-    let rest = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
-        .await
-        .expect("the proxy closed the idle connection");
-    assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+    tcp
+}
+
+/// The next read on `tcp`, if it comes within 20 s: `Ok(0)` or an error once the proxy closed it.
+async fn closed(
+    tcp: &mut TcpStream,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await
 }
 
 /// A client that sends and never reads: the echoes back up until nothing moves either way,
@@ -352,13 +362,7 @@ admin:
         )
     };
     let proxy = Proxy::start(&config("60s"));
-    let mut tcp = TcpStream::connect(proxy.addr("tcp"))
-        .await
-        .expect("connect");
-    tcp.write_all(b"ping").await.expect("write");
-    let mut buf = [0u8; 16];
-    let n = tcp.read(&mut buf).await.expect("read");
-    assert_eq!(&buf[..n], b"a:ping");
+    let mut tcp = echoed_session(proxy.addr("tcp")).await;
     let (status, body) = admin_call(
         proxy.admin.expect("admin"),
         "PUT",
@@ -366,9 +370,9 @@ admin:
         &config("61s"),
     );
     assert_eq!(status, 200, "{body}");
-    let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf)).await;
+    let end = closed(&mut tcp).await;
     assert!(
-        matches!(closed, Ok(Ok(0) | Err(_))),
-        "the session outlived its listener's drain: {closed:?}"
+        matches!(end, Ok(Ok(0) | Err(_))),
+        "the session outlived its listener's drain: {end:?}"
     );
 }
