@@ -106,10 +106,12 @@ impl HttpStream {
         self.callback("proxy_on_request_headers", n, end_of_stream, true)
     }
 
-    /// Runs `proxy_on_request_body` over everything buffered in `data.request_body`.
+    /// Runs `proxy_on_request_body` over everything buffered in `data.request_body`. A
+    /// `Pause` before the end means "buffer more"; at the end (`end_of_stream`) it parks the
+    /// stream like a paused header phase, until the filter resumes it.
     pub fn on_request_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.request_body.len() as i32;
-        self.callback("proxy_on_request_body", n, end_of_stream, false)
+        self.callback("proxy_on_request_body", n, end_of_stream, end_of_stream)
     }
 
     pub fn on_request_trailers(&mut self) -> Result<Action, FilterFailure> {
@@ -122,9 +124,10 @@ impl HttpStream {
         self.callback("proxy_on_response_headers", n, end_of_stream, true)
     }
 
+    /// As [`Self::on_request_body`], over `data.response_body`.
     pub fn on_response_body(&mut self, end_of_stream: bool) -> Result<Action, FilterFailure> {
         let n = self.data.response_body.len() as i32;
-        self.callback("proxy_on_response_body", n, end_of_stream, false)
+        self.callback("proxy_on_response_body", n, end_of_stream, end_of_stream)
     }
 
     pub fn on_response_trailers(&mut self) -> Result<Action, FilterFailure> {
@@ -195,8 +198,9 @@ impl HttpStream {
         &self.plugin
     }
 
-    /// Header callbacks park the stream's data with the VM when they pause (the proxy then
-    /// waits for a resume); body callbacks pausing means "buffer", so they never park.
+    /// Header and trailer callbacks park the stream's data with the VM when they pause (the
+    /// proxy then waits for a resume), and so does a body callback at the body's end; before
+    /// the end, a body callback pausing means "buffer", so it does not park.
     fn callback(
         &mut self,
         name: &'static str,

@@ -49,6 +49,8 @@ pub struct ListenerContext {
     pub forward_client_cert: bool,
     /// Request bodies longer than this get 413 (`max_request_body_bytes`).
     pub max_request_body_bytes: Option<u64>,
+    /// Most of a body one filter may hold buffered (`filter_buffer_limit_bytes`).
+    pub filter_buffer_limit: usize,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub requests: Arc<tokio::sync::Semaphore>,
     pub metrics: crate::observe::RequestMetrics,
@@ -244,10 +246,15 @@ async fn route_and_forward(
             Phase::Respond(local) => {
                 env.keep_request_headers(pairs);
                 let local = Reply::local(local_response(local));
-                let response =
-                    respond(local, streams, Some(&env), route.pause_limit(), &route.name)
-                        .await
-                        .map(|r| hold_until_done(r, bystanders));
+                let response = respond(
+                    local,
+                    streams,
+                    Some(&env),
+                    body_limits(listener, route),
+                    &route.name,
+                )
+                .await
+                .map(|r| hold_until_done(r, bystanders));
                 return (route.name.clone(), response);
             }
             Phase::Failed(message) => {
@@ -258,7 +265,7 @@ async fn route_and_forward(
                     failed,
                     streams,
                     Some(&env),
-                    route.pause_limit(),
+                    body_limits(listener, route),
                     &route.name,
                 )
                 .await
@@ -319,8 +326,14 @@ async fn route_and_forward(
                     // (so `on_log` sees its code).
                     let reply =
                         Reply::local(local_reply(StatusCode::NOT_FOUND, "no route matched"));
-                    let response =
-                        respond(reply, streams, Some(&env), route.pause_limit(), &route.name).await;
+                    let response = respond(
+                        reply,
+                        streams,
+                        Some(&env),
+                        body_limits(listener, route),
+                        &route.name,
+                    )
+                    .await;
                     return (route.name.clone(), response);
                 }
             }
@@ -337,7 +350,7 @@ async fn route_and_forward(
             reply,
             streams,
             attributes.as_ref(),
-            route.pause_limit(),
+            body_limits(listener, route),
             &route_name,
         )
         .await;
@@ -376,6 +389,7 @@ async fn route_and_forward(
             limit(body::incoming(incoming)),
             streams.clone(),
             filter::Direction::Request,
+            body_limits(listener, route),
             attributes.clone(),
             answered.clone(),
         )
@@ -389,7 +403,7 @@ async fn route_and_forward(
                 reply,
                 streams,
                 attributes.as_ref(),
-                route.pause_limit(),
+                body_limits(listener, route),
                 &route_name,
             )
             .await;
@@ -401,6 +415,7 @@ async fn route_and_forward(
             let reply = match filter::body::take_answer(answered.as_ref()) {
                 Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
                 Some(Interrupt::Failed) => Reply::local(filter_failed()),
+                Some(Interrupt::TooLarge) => Reply::local(payload_too_large(version)),
                 Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
                 None => Reply::local(local_reply(status, "request body")),
             };
@@ -408,7 +423,7 @@ async fn route_and_forward(
                 reply,
                 streams,
                 attributes.as_ref(),
-                route.pause_limit(),
+                body_limits(listener, route),
                 &route_name,
             )
             .await;
@@ -472,6 +487,9 @@ async fn route_and_forward(
         Some(Interrupt::Respond(local)) => Reply::local(local_response(local)),
         // A fail-closed filter failed on the body: 503, not the upstream's doing.
         Some(Interrupt::Failed) => Reply::local(filter_failed()),
+        // A filter held more of the body than the listener allows: 413, as Envoy answers
+        // at its buffer limit.
+        Some(Interrupt::TooLarge) => Reply::local(payload_too_large(version)),
         Some(Interrupt::Reset) => return (route_name, Err(StreamReset)),
         None => Reply {
             // A 101's body is the upgraded connection, spliced below; any other upstream
@@ -496,7 +514,7 @@ async fn route_and_forward(
         reply,
         streams,
         attributes.as_ref(),
-        route.pause_limit(),
+        body_limits(listener, route),
         &route_name,
     )
     .await;
@@ -1386,6 +1404,14 @@ impl Reply {
     }
 }
 
+/// How long and how much `route`'s filters may hold a body on `listener`.
+fn body_limits(listener: &ListenerContext, route: &Route) -> filter::BodyLimits {
+    filter::BodyLimits {
+        pause: route.pause_limit(),
+        buffer: listener.filter_buffer_limit,
+    }
+}
+
 /// Sends a response back through the filters that saw the request, in reverse order, as
 /// Envoy's encoder chain does — whether an upstream or a filter produced it, so that (say) a
 /// CORS filter decorates a rate limiter's 429 — then records it for `on_log` and ties the
@@ -1395,7 +1421,7 @@ async fn respond(
     reply: Reply,
     streams: Vec<filter::SharedStream>,
     attributes: Option<&Arc<RequestAttributes>>,
-    pause_limit: Duration,
+    limits: filter::BodyLimits,
     route_name: &str,
 ) -> Answer {
     let mut response = reply.response;
@@ -1410,7 +1436,7 @@ async fn respond(
     }
     let mut pairs = filter::response_pairs(response.status(), response.headers());
     let end_of_stream = response.body().is_end_stream();
-    match filter::response_headers(&streams, &mut pairs, end_of_stream, pause_limit).await {
+    match filter::response_headers(&streams, &mut pairs, end_of_stream, limits.pause).await {
         Phase::Continue => {
             let pseudo = filter::apply_pairs(&pairs, response.headers_mut());
             if let Some(status) = pseudo
@@ -1428,7 +1454,8 @@ async fn respond(
                 response.headers_mut().remove(header::CONTENT_LENGTH);
                 let (streams, attributes) = (streams.clone(), attributes.cloned());
                 response = response.map(|b| {
-                    filter::filter_body(b, streams, filter::Direction::Response, attributes, None)
+                    let direction = filter::Direction::Response;
+                    filter::filter_body(b, streams, direction, limits, attributes, None)
                 });
             }
         }

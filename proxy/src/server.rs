@@ -290,6 +290,7 @@ impl Control {
                 filter_chain: lc.filter_chain.clone(),
                 forward_client_cert: lc.forward_client_cert,
                 max_request_body_bytes: lc.max_request_body_bytes,
+                filter_buffer_limit: lc.filter_buffer_limit_bytes,
                 snapshot: self.snapshot.clone(),
                 requests: Arc::new(tokio::sync::Semaphore::new(lc.max_requests)),
                 metrics: crate::observe::RequestMetrics::new(lc.name.as_str().into()),

@@ -10,7 +10,8 @@
 //! until it continues it, e.g. after a callout, or close it), `proxy_on_downstream_data` on
 //! bytes from the client in chain order and `proxy_on_upstream_data` on bytes from the upstream
 //! in reverse order (each may rewrite `DOWNSTREAM_DATA`/`UPSTREAM_DATA`, or return `Pause` to
-//! hold what it has until more arrives or the direction ends), `proxy_close_stream` closing
+//! hold what it has until more arrives or the direction ends, up to the listener's
+//! `filter_buffer_limit_bytes`, past which the connection is closed), `proxy_close_stream` closing
 //! the connection, and the close callbacks when each side finishes.
 
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub async fn serve<IO>(
             }
             Some(chain) if !chain.plugins.is_empty() => {
                 let stream_env: Arc<dyn StreamEnv> = env.clone();
-                match NetworkFilters::start(&chain.plugins, stream_env).await {
+                let limit = listener.filter_buffer_limit;
+                match NetworkFilters::start(&chain.plugins, stream_env, limit).await {
                     Some(filters) => Some(filters),
                     None => return,
                 }
@@ -282,13 +284,19 @@ pub struct NetworkFilters {
     /// Per filter and direction, bytes it paused on (delivered again with the next chunk).
     held: Vec<[Vec<u8>; 2]>,
     bypass: Vec<bool>,
+    /// Most one filter may hold per direction (`filter_buffer_limit_bytes`).
+    buffer_limit: usize,
 }
 
 impl NetworkFilters {
     /// Starts a stream per plugin and runs `proxy_on_new_connection` in chain order; `None`
     /// when the connection must be closed (a filter closed it, held it too long, or a
     /// fail-closed filter failed).
-    async fn start(plugins: &[Arc<Plugin>], env: Arc<dyn StreamEnv>) -> Option<NetworkFilters> {
+    async fn start(
+        plugins: &[Arc<Plugin>],
+        env: Arc<dyn StreamEnv>,
+        buffer_limit: usize,
+    ) -> Option<NetworkFilters> {
         let mut streams = Vec::with_capacity(plugins.len());
         let mut bypass = Vec::with_capacity(plugins.len());
         for plugin in plugins {
@@ -338,6 +346,7 @@ impl NetworkFilters {
             streams,
             held,
             bypass,
+            buffer_limit,
         })
     }
 
@@ -378,6 +387,11 @@ impl NetworkFilters {
             }
             match result {
                 Ok(Action::Pause) if !end_of_stream => {
+                    if data.len() > self.buffer_limit {
+                        crate::filter::body::buffer_exceeded(stream.plugin().name());
+                        tracing::warn!(plugin = %stream.plugin().name(), held = data.len(), "network filter held more than filter_buffer_limit_bytes; closing");
+                        return None;
+                    }
                     self.held[i][slot] = data;
                     return Some(Vec::new());
                 }

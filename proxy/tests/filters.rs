@@ -724,6 +724,190 @@ async fn a_filter_answers_from_the_request_body() {
     }
 }
 
+/// A filter that pauses at the end of the request body, to send the body to a callout, holds
+/// it until the answer comes (Envoy's `StopIterationAndBuffer` at `end_of_stream`, then
+/// `continueDecoding`): the upstream gets the body the answer made, over both protocols; a
+/// denied request's body never reaches it.
+#[tokio::test]
+async fn a_filter_holds_the_request_body_for_a_callout() {
+    let upstream = Upstream::with(|seen: Seen| async move {
+        match seen.path.as_str() {
+            "/check" => {
+                let checked = format!("checked {}", String::from_utf8_lossy(&seen.body));
+                reply(StatusCode::OK, "auth", &checked)
+            }
+            "/deny" => reply(StatusCode::FORBIDDEN, "auth", "no"),
+            _ => reply(StatusCode::OK, "main", "main"),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config_with_chain(upstream.addr, "fail_closed", ""));
+    let addr = proxy.addr("main");
+    let bodies_at = |path: &str| -> Vec<bytes::Bytes> {
+        let seen = upstream.seen.lock().expect("seen");
+        seen.iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.body.clone())
+            .collect()
+    };
+    for h2 in [false, true] {
+        let mut post = request("POST", "/app", &[("x-probe-body-callout", "/check")]);
+        *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+        let got = send(addr, post, h2).await;
+        assert_eq!(got.status, StatusCode::OK, "h2={h2}: {}", got.text());
+        assert_eq!(got.text(), "main");
+        assert_eq!(
+            bodies_at("/check").last().map(|b| &b[..]),
+            Some(&b"payload"[..])
+        );
+        assert_eq!(
+            bodies_at("/app").last().map(|b| &b[..]),
+            Some(&b"checked payload"[..]),
+            "h2={h2}: the body as the callout's answer left it"
+        );
+    }
+    for h2 in [false, true] {
+        let mut post = request("POST", "/app", &[("x-probe-body-callout", "/deny")]);
+        *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"secret"));
+        let got = send(addr, post, h2).await;
+        assert_eq!(got.status, StatusCode::FORBIDDEN, "h2={h2}");
+        assert_eq!(got.text(), "denied");
+    }
+    assert_eq!(bodies_at("/deny").len(), 2);
+    // The request's headers went upstream before its body; the body itself never did.
+    let app = bodies_at("/app");
+    assert!(
+        app.iter()
+            .all(|b| &b[..] == b"checked payload" || b.is_empty()),
+        "{app:?}"
+    );
+}
+
+/// A filter that pauses on the request trailers holds them (and the body it buffered) until
+/// it resumes; a trailer it adds from the callout's answer reaches the upstream.
+#[tokio::test]
+async fn a_filter_holds_the_request_trailers_for_a_callout() {
+    let (upstream, seen, _) = trailer_upstream().await;
+    let proxy = Proxy::start(&h2_config(upstream));
+    let (status, _, body, _) = h2c_exchange(
+        proxy.addr("main"),
+        &[("x-probe-body-callout", "/check")],
+        body_with_trailers(b"ping", &[("x-client-trailer", "c")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"pong");
+    let upstream_trailers = seen
+        .lock()
+        .expect("seen")
+        .clone()
+        .expect("request trailers");
+    assert_eq!(upstream_trailers["x-client-trailer"], "c");
+    assert_eq!(upstream_trailers["x-probe-trailer"], "request");
+    assert_eq!(
+        upstream_trailers["x-callout"], "pong",
+        "added from the callout's answer: {upstream_trailers:?}"
+    );
+}
+
+/// Sends raw HTTP/1.1 `head` and `body` to `addr` and reads what comes back until the
+/// connection closes.
+async fn raw_exchange(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    tcp.write_all(body).await.expect("body");
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tcp.read_to_end(&mut got),
+    )
+    .await
+    .expect("the proxy closes the connection")
+    .expect("read");
+    got
+}
+
+/// A filter may buffer at most the listener's `filter_buffer_limit_bytes` of a body: past it
+/// a request is answered 413 (without waiting for the rest of the body) and a response, its
+/// headers gone already, is cut off. Nothing it held goes on.
+#[tokio::test]
+async fn a_filter_buffering_past_the_limit_stops_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The upstream answers `/out` with a body that is a chunk that never ends, and nothing
+    // else at all.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                if !head.starts_with(b"GET /out ") {
+                    let _ = tcp.read(&mut byte).await;
+                    return;
+                }
+                let chunk = vec![b'u'; 3000];
+                let mut response =
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nbb8\r\n".to_vec();
+                response.extend_from_slice(&chunk);
+                response.extend_from_slice(b"\r\n");
+                if tcp.write_all(&response).await.is_ok() {
+                    // Held open until the proxy lets go.
+                    let _ = tcp.read(&mut byte).await;
+                }
+            });
+        }
+    });
+    let config = config_with_chain(upstream, "fail_closed", "").replace(
+        "    header_read_timeout: 1s\n",
+        "    header_read_timeout: 1s\n    filter_buffer_limit_bytes: 1024\n",
+    );
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("main");
+
+    // 3000 bytes of a chunked body whose end is never sent: buffered past the limit, answered.
+    let mut body = b"bb8\r\n".to_vec();
+    body.extend_from_slice(&[b'r'; 3000]);
+    body.extend_from_slice(b"\r\n");
+    let got = raw_exchange(
+        addr,
+        "POST /in HTTP/1.1\r\nhost: t\r\nx-probe-body: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+        &body,
+    )
+    .await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+
+    // The upstream's answer: 3000 bytes of a chunked body whose end never comes.
+    let got = raw_exchange(
+        addr,
+        "GET /out HTTP/1.1\r\nhost: t\r\nx-probe-body: 1\r\n\r\n",
+        b"",
+    )
+    .await;
+    // The connection closes with no whole response (hyper may not have flushed the head).
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(!got.contains("uuuu"), "nothing held went on: {got}");
+    assert!(!got.ends_with("0\r\n\r\n"), "the body was cut off: {got}");
+
+    let stats = get_admin_text(proxy.admin.expect("admin"), "/stats");
+    let counted = metric(
+        &stats,
+        "wasmesh_filter_limit_exceeded_total{plugin=\"probe\",limit=\"buffer\"}",
+    );
+    assert_eq!(counted, 2.0, "{stats}");
+}
+
 /// A small request body that went through a filter is still kept for retries: its request is
 /// retried on another endpoint when the first refuses the connection, with the body intact.
 /// A filter answering from that body still has its answer reach the client.

@@ -121,7 +121,7 @@ pub fn host() -> Result<Run> {
         .doing("the second chunk")?;
     run.obs.add(
         "bodies.sent_request_body",
-        String::from_utf8_lossy(stream.request_body()),
+        String::from_utf8_lossy(&stream.request_body()),
     );
     stream
         .send_response_headers(&[(":status", "200")], false)
@@ -131,7 +131,7 @@ pub fn host() -> Result<Run> {
         .doing("response body")?;
     run.obs.add(
         "bodies.sent_response_body",
-        String::from_utf8_lossy(stream.response_body()),
+        String::from_utf8_lossy(&stream.response_body()),
     );
     drop(stream);
     run.harness(&loaded.harness);

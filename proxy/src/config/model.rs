@@ -124,6 +124,12 @@ pub struct Listener {
     /// once, a longer streamed body is cut off there and answered 413.
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// Most of a body one Wasm filter may hold buffered (it paused before the body's end), and,
+    /// on a `tcp_proxy` listener, most of one direction's data: beyond it a request gets 413,
+    /// a response is reset and a TCP connection closed. Envoy's
+    /// `per_connection_buffer_limit_bytes` plays this part there, with the same default.
+    #[serde(default = "defaults::filter_buffer_limit_bytes")]
+    pub filter_buffer_limit_bytes: usize,
     /// Append an `x-forwarded-client-cert` header naming the mTLS peer (Envoy's
     /// `SANITIZE_SET`); when false an incoming one is removed (`SANITIZE`).
     #[serde(default)]
@@ -544,6 +550,9 @@ pub(crate) mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
+    }
+    pub fn filter_buffer_limit_bytes() -> usize {
+        1024 * 1024
     }
     pub fn route_timeout() -> Duration {
         Duration::from_secs(15)

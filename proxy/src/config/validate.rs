@@ -243,6 +243,10 @@ impl Validator {
         if let Some(max) = listener.max_request_body_bytes {
             self.at_least_one(&format!("{at}.max_request_body_bytes"), max);
         }
+        self.at_least_one(
+            &format!("{at}.filter_buffer_limit_bytes"),
+            listener.filter_buffer_limit_bytes as u64,
+        );
         if let Some(tls) = &listener.tls {
             self.listener_tls(&format!("{at}.tls"), tls, listener.tcp_proxy.is_some());
         }

@@ -7,8 +7,8 @@
 //! - [`attributes`]: Envoy's attributes answered to `proxy_get_property`; [`pairs`]: header maps
 //!   as filters see them; [`callout`]: `proxy_http_call` through the proxy's clusters;
 //!   [`grpc`]: `proxy_grpc_call` and `proxy_grpc_stream` through them, over HTTP/2.
-//! - this module: the header phases; [`body`]: bodies through the body callbacks, chunk by
-//!   chunk. Trailers pass through untouched, not yet shown to filters.
+//! - this module: the header phases; [`body`]: bodies and trailers through their callbacks,
+//!   chunk by chunk.
 
 pub mod attributes;
 pub mod body;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use wasmesh_host::{Action, FailurePolicy, HttpStream, Plugin, StreamEnv};
 
 pub use attributes::RequestAttributes;
-pub use body::{Direction, filter_body};
+pub use body::{BodyLimits, Direction, filter_body};
 pub use callout::ClusterCallouts;
 pub use chain::{Chain, ChainError, LoadMode, host, load_chains};
 pub use pairs::{apply_pairs, apply_request_pairs, request_pairs, response_pairs};
@@ -155,7 +155,8 @@ pub async fn response_headers(
     Phase::Continue
 }
 
-enum Settled {
+/// What one filter's callback came to, once any pause it made is over.
+pub(crate) enum Settled {
     Continue,
     Respond(wasmesh_host::LocalResponse),
     Failed(String),
@@ -172,26 +173,37 @@ async fn settle(
     if let Err(failure) = result {
         return Settled::Failed(failure.to_string());
     }
-    let (paused, waiter, name) = {
-        let mut s = lock(stream);
-        // A closed stream is reset at once, paused or not (its data may be with the VM).
-        if s.peek(|data| data.close_requested) {
-            s.unpark();
-            return Settled::Reset;
-        }
-        (
-            s.is_paused(),
-            s.resume_waiter(),
-            s.plugin().name().to_string(),
-        )
+    let paused = lock(stream).is_paused();
+    let resumed = match paused {
+        true => Some(resumption(stream, pause_limit).await),
+        false => None,
     };
-    // A paused stream's data stays with its VM (a callout answer may still edit it) until the
-    // filter resumes it or answers for it — or its replica fails, which wakes it too.
-    if paused {
-        let resumed = tokio::time::timeout(pause_limit, waiter.wait())
-            .await
-            .is_ok();
-        let mut s = lock(stream);
+    resolve(stream, resumed)
+}
+
+/// Waits for a paused stream to be resumed, up to `limit`: `true` if it was (or the filter
+/// closed it, which needs no wait). A paused stream's data stays with its VM meanwhile (a
+/// callout answer may still edit it) until the filter resumes it or answers for it — or its
+/// replica fails, which wakes it too. The future holds no lock and borrows nothing, so a body
+/// can keep it across polls.
+pub(crate) fn resumption(
+    stream: &SharedStream,
+    limit: Duration,
+) -> impl std::future::Future<Output = bool> + Send + 'static {
+    let (closed, waiter) = {
+        let s = lock(stream);
+        (s.peek(|data| data.close_requested), s.resume_waiter())
+    };
+    async move { closed || tokio::time::timeout(limit, waiter.wait()).await.is_ok() }
+}
+
+/// What a callback came to, once its stream is settled: `resumed` is `None` when it did not
+/// pause, else whether it was resumed in time (see [`resumption`]). Brings the stream's data
+/// back from its VM.
+pub(crate) fn resolve(stream: &SharedStream, resumed: Option<bool>) -> Settled {
+    let mut s = lock(stream);
+    if let Some(resumed) = resumed {
+        // A closed stream is reset, paused or not (its data may be with the VM).
         if s.peek(|data| data.close_requested) {
             s.unpark();
             return Settled::Reset;
@@ -199,17 +211,18 @@ async fn settle(
         if s.replica_failed() {
             s.unpark();
             return Settled::Failed(format!(
-                "filter \"{name}\" failed while the stream was paused"
+                "filter \"{}\" failed while the stream was paused",
+                s.plugin().name()
             ));
         }
         if !resumed {
             s.unpark();
             return Settled::Failed(format!(
-                "filter \"{name}\" paused the stream and never resumed it"
+                "filter \"{}\" paused the stream and never resumed it",
+                s.plugin().name()
             ));
         }
     }
-    let mut s = lock(stream);
     s.unpark();
     // Envoy resets a closed stream even if the filter also answered.
     if s.data.close_requested {

@@ -43,6 +43,8 @@ enum Side {
 struct Body {
     held: Vec<u8>,
     passed: Vec<u8>,
+    /// The filter paused at the body's end: the body waits with its VM until it resumes.
+    parked: bool,
 }
 
 /// One HTTP stream (see [`crate::Harness::http_stream`]). [`Stream::finish`] ends the
@@ -122,7 +124,7 @@ impl Stream {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Result<Action, Error> {
-        self.inner.unpark();
+        self.take_back();
         self.inner.data.request_headers = pairs(headers);
         let result = self.inner.on_request_headers(end_of_stream);
         self.after(result)
@@ -130,7 +132,8 @@ impl Stream {
 
     /// Runs `on_http_request_body` with `chunk` added to what the filter holds. If the filter
     /// pauses before the end, it keeps the body and sees all of it again with the next chunk;
-    /// otherwise what it leaves flows on ([`Stream::request_body`]).
+    /// if it pauses at the end, the body waits with it until it resumes the stream (after a
+    /// callout, say); otherwise what it leaves flows on ([`Stream::request_body`]).
     pub fn send_request_body(
         &mut self,
         chunk: &[u8],
@@ -141,7 +144,7 @@ impl Stream {
 
     /// Runs `on_http_request_trailers` with `trailers`.
     pub fn send_request_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action, Error> {
-        self.inner.unpark();
+        self.take_back();
         self.inner.data.request_trailers = pairs(trailers);
         let result = self.inner.on_request_trailers();
         self.after(result)
@@ -153,7 +156,7 @@ impl Stream {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Result<Action, Error> {
-        self.inner.unpark();
+        self.take_back();
         self.inner.data.response_headers = pairs(headers);
         let result = self.inner.on_response_headers(end_of_stream);
         self.after(result)
@@ -170,14 +173,14 @@ impl Stream {
 
     /// Runs `on_http_response_trailers` with `trailers`.
     pub fn send_response_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action, Error> {
-        self.inner.unpark();
+        self.take_back();
         self.inner.data.response_trailers = pairs(trailers);
         let result = self.inner.on_response_trailers();
         self.after(result)
     }
 
     fn body(&mut self, side: Side, chunk: &[u8], end_of_stream: bool) -> Result<Action, Error> {
-        self.inner.unpark();
+        self.take_back();
         let body = match side {
             Side::Request => &mut self.request_body,
             Side::Response => &mut self.response_body,
@@ -196,18 +199,71 @@ impl Stream {
                 (result, std::mem::take(&mut self.inner.data.response_body))
             }
         };
+        let parked = self.inner.is_paused();
         let body = match side {
             Side::Request => &mut self.request_body,
             Side::Response => &mut self.response_body,
         };
-        // As the proxy does: a pause before the end holds what the filter left; anything
-        // else lets it flow on.
+        // As the proxy does: a pause before the end holds what the filter left, a pause at
+        // the end leaves the body with the VM until the filter resumes; anything else lets it
+        // flow on.
         match result {
             Ok(Action::Pause) if !end_of_stream => body.held = output,
+            Ok(Action::Pause) if parked => body.parked = true,
             Ok(_) => body.passed.extend_from_slice(&output),
             Err(_) => {}
         }
         self.after(result)
+    }
+
+    /// Takes the stream's data back from the VM before the next phase. A body the filter
+    /// paused at its end flows on then, as the proxy would let it once resumed.
+    fn take_back(&mut self) {
+        self.inner.unpark();
+        if std::mem::take(&mut self.request_body.parked) {
+            let body = std::mem::take(&mut self.inner.data.request_body);
+            self.request_body.passed.extend_from_slice(&body);
+        }
+        if std::mem::take(&mut self.response_body.parked) {
+            let body = std::mem::take(&mut self.inner.data.response_body);
+            self.response_body.passed.extend_from_slice(&body);
+        }
+    }
+
+    /// What of a body has flowed on: what passed, and a body paused at its end once the
+    /// filter resumed it.
+    fn flowed(&self, side: Side) -> Vec<u8> {
+        let (body, parked) = self.parked_body(side);
+        let mut flowed = body.passed.clone();
+        if let Some(parked) = parked.filter(|_| self.resumed()) {
+            flowed.extend_from_slice(&parked);
+        }
+        flowed
+    }
+
+    /// What of a body the filter holds: what it buffers, or the whole body while it holds it
+    /// paused at its end.
+    fn held(&self, side: Side) -> Vec<u8> {
+        let (body, parked) = self.parked_body(side);
+        match parked.filter(|_| !self.resumed()) {
+            Some(parked) => parked,
+            None => body.held.clone(),
+        }
+    }
+
+    /// A body and, if the filter paused at its end, the body as it is with the VM.
+    fn parked_body(&self, side: Side) -> (&Body, Option<Vec<u8>>) {
+        let body = match side {
+            Side::Request => &self.request_body,
+            Side::Response => &self.response_body,
+        };
+        let parked = body.parked.then(|| {
+            self.peek(|d| match side {
+                Side::Request => d.request_body.clone(),
+                Side::Response => d.response_body.clone(),
+            })
+        });
+        (body, parked)
     }
 
     /// Settles deferred work and remembers a pause.
@@ -267,23 +323,23 @@ impl Stream {
     }
 
     /// The request body that has flowed on past the filter so far.
-    pub fn request_body(&self) -> &[u8] {
-        &self.request_body.passed
+    pub fn request_body(&self) -> Vec<u8> {
+        self.flowed(Side::Request)
     }
 
-    /// The request body the filter holds (it paused before the end).
-    pub fn held_request_body(&self) -> &[u8] {
-        &self.request_body.held
+    /// The request body the filter holds (it paused, and has not resumed).
+    pub fn held_request_body(&self) -> Vec<u8> {
+        self.held(Side::Request)
     }
 
     /// The response body that has flowed on past the filter so far.
-    pub fn response_body(&self) -> &[u8] {
-        &self.response_body.passed
+    pub fn response_body(&self) -> Vec<u8> {
+        self.flowed(Side::Response)
     }
 
-    /// The response body the filter holds (it paused before the end).
-    pub fn held_response_body(&self) -> &[u8] {
-        &self.response_body.held
+    /// The response body the filter holds (it paused, and has not resumed).
+    pub fn held_response_body(&self) -> Vec<u8> {
+        self.held(Side::Response)
     }
 
     /// The response the filter sent itself (`send_http_response`, `send_grpc_response`), if
@@ -293,7 +349,7 @@ impl Stream {
     }
 
     /// Whether the filter holds the stream paused: it returned `Pause` from a header or
-    /// trailer callback, answered nothing, and has not resumed it.
+    /// trailer callback or the body's last, answered nothing, and has not resumed it.
     pub fn is_paused(&self) -> bool {
         self.inner.is_paused() && !self.resumed() && self.local_response().is_none()
     }

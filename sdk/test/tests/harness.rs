@@ -328,6 +328,42 @@ fn callouts_are_shown_and_answered_and_the_stream_resumes() {
     assert_eq!(s.response_header("x-probe").as_deref(), Some("response"));
 }
 
+/// A filter that pauses at the end of the body holds it with the VM: nothing flows on until
+/// it resumes, and the callout's answer may change the body meanwhile.
+#[test]
+fn a_body_paused_at_its_end_is_held_until_the_filter_resumes() {
+    let h = probe().upstreams(&["backend"]).load().expect("load");
+    let mut s = h.http_stream().expect("stream");
+    s.send_request_headers(&request("/", &[("x-probe-body-callout", "/check")]), false)
+        .expect("headers");
+    assert_eq!(
+        s.send_request_body(b"pay", false).expect("chunk"),
+        Action::Pause
+    );
+    assert_eq!(s.held_request_body(), b"pay");
+    assert_eq!(
+        s.send_request_body(b"load", true).expect("last chunk"),
+        Action::Pause
+    );
+    assert!(s.is_paused());
+    assert_eq!(s.request_body(), b"");
+    assert_eq!(s.held_request_body(), b"payload");
+    let callouts = h.pending_callouts();
+    assert_eq!(callouts.len(), 1);
+    assert_eq!(callouts[0].body, b"payload");
+
+    h.respond(callouts[0].id, 200, &[], b"checked")
+        .expect("respond");
+    assert!(s.resumed());
+    assert!(!s.is_paused());
+    assert_eq!(s.request_body(), b"checked", "as the answer left it");
+    assert_eq!(s.held_request_body(), b"");
+    // It stays what flowed on when the stream goes on.
+    s.send_response_headers(&[(":status", "200")], true)
+        .expect("response");
+    assert_eq!(s.request_body(), b"checked");
+}
+
 #[test]
 fn failed_and_refused_callouts() {
     let h = probe().upstreams(&["backend"]).load().expect("load");

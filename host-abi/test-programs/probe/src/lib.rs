@@ -48,7 +48,12 @@
 //!   trailers to none and reads trailer NAME again, logged as `dropped.NAME=` (`-` if gone);
 //! - `x-probe-reset: headers|body|response`: closes the stream (`reset_http_request`, or
 //!   `reset_http_response`) in the request headers, at the end of the request body, or in the
-//!   response headers.
+//!   response headers;
+//! - `x-probe-body-callout: PATH`: buffers the whole request body and, at its end, pauses and
+//!   POSTs it to cluster `backend` at PATH; a 200's body replaces the request body and resumes
+//!   it, anything else answers 403 `denied`. A request with trailers is held in its trailers
+//!   callback instead (the callout carries no body), and a 200's body goes on as request
+//!   trailer `x-callout`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -211,6 +216,9 @@ impl RootContext for ProbeRoot {
             deny_word: None,
             body_trailer: false,
             reset: None,
+            body_callout: None,
+            callout_at: None,
+            body_size: 0,
         }))
     }
 
@@ -238,6 +246,12 @@ struct Probe {
     body_trailer: bool,
     /// `x-probe-reset`: where to close the stream (`headers`, `body`, `response`).
     reset: Option<String>,
+    /// `x-probe-body-callout`: where to send the request body.
+    body_callout: Option<String>,
+    /// Which callback a pending callout paused (`body`, `trailers`; the headers otherwise).
+    callout_at: Option<&'static str>,
+    /// The request body's size when the body callout was made.
+    body_size: usize,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -264,7 +278,11 @@ impl Context for Probe {
                 .get_http_call_response_body(0, body_size)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
-            self.set_http_request_header("x-callout-body", Some(&body));
+            match self.callout_at {
+                Some("body") => self.set_http_request_body(0, self.body_size, body.as_bytes()),
+                Some("trailers") => self.add_http_request_trailer("x-callout", &body),
+                _ => self.set_http_request_header("x-callout-body", Some(&body)),
+            }
             self.resume_http_request();
         } else {
             self.send_http_response(403, vec![("x-denied-by", "probe")], Some(b"denied"));
@@ -273,6 +291,23 @@ impl Context for Probe {
 }
 
 impl Probe {
+    /// POSTs `body` to cluster `backend` at `path` and pauses the stream in callback `at`
+    /// until the answer comes.
+    fn call_out(&mut self, path: &str, body: Option<&[u8]>, at: &'static str) -> Action {
+        let dispatched = self.dispatch_http_call(
+            "backend",
+            vec![(":method", "POST"), (":path", path), (":authority", "auth")],
+            body,
+            vec![],
+            std::time::Duration::from_secs(5),
+        );
+        if dispatched.is_err() {
+            self.send_http_response(500, vec![], Some(b"dispatch failed"));
+        }
+        self.callout_at = Some(at);
+        Action::Pause
+    }
+
     fn count(&self) -> u64 {
         // Compare-and-swap loop: concurrent replicas of the same vm_id share this key.
         loop {
@@ -422,6 +457,7 @@ impl HttpContext for Probe {
             }
         }
         self.deny_word = self.get_http_request_header("x-probe-body-deny");
+        self.body_callout = self.get_http_request_header("x-probe-body-callout");
         self.body_trailer = self
             .get_http_request_header("x-probe-body-trailer")
             .is_some();
@@ -445,6 +481,14 @@ impl HttpContext for Probe {
                 self.reset_http_request();
             }
             return Action::Pause;
+        }
+        if let Some(path) = self.body_callout.clone() {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+            self.body_size = body_size;
+            return self.call_out(&path, Some(&body), "body");
         }
         if let Some(word) = self.deny_word.clone() {
             if !end_of_stream {
@@ -481,6 +525,9 @@ impl HttpContext for Probe {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.add_http_request_trailer("x-probe-trailer", "request");
+        if let Some(path) = self.body_callout.clone() {
+            return self.call_out(&path, None, "trailers");
+        }
         Action::Continue
     }
 
