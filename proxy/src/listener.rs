@@ -2,7 +2,8 @@
 //! serving (h2c by prior knowledge, h2 by ALPN) with hyper.
 //!
 //! hyper answers malformed requests with 400 and oversized heads with 431 and closes the
-//! connection; the header read timeout closes slowloris connections.
+//! connection; the header read timeout closes slowloris connections, and [`Deadlines`] those
+//! that never open or, over HTTP/2, sit idle.
 
 use std::future::Future;
 use std::io;
@@ -296,21 +297,33 @@ where
     let context = running.context.clone();
     let info = Arc::new(info);
     let service = service_fn(move |req| forward::handle(context.clone(), info.clone(), req));
-    let io = OpeningDeadline::new(io, cfg.header_read_timeout);
+    let io = Deadlines::new(io, cfg.header_read_timeout, cfg.idle_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     watcher.watch(connection.into_owned()).await
 }
 
-/// A connection that must open within a deadline: send its first byte and, if it speaks
-/// HTTP/2, its whole connection preface (RFC 9113 §3.4: the 24 octets, then the SETTINGS frame
-/// that must follow them). hyper's header read timeout starts only once a request
-/// head begins, and only for HTTP/1, after the protocol is known. A client that connects (and
-/// finishes a TLS handshake) and then stays silent, or stops partway through the preface, would
-/// otherwise hold its connection, and one of the listener's `max_connections` slots, forever.
-struct OpeningDeadline<IO> {
+/// A downstream connection's deadlines that hyper does not keep.
+///
+/// - Opening: the client must send its first byte within the deadline and, if it speaks
+///   HTTP/2, its whole connection preface (RFC 9113 §3.4: the 24 octets, then the SETTINGS
+///   frame that must follow them). hyper's header read timeout starts only once a request head
+///   begins, and only for HTTP/1, after the protocol is known. A client that connects (and
+///   finishes a TLS handshake) and then stays silent, or stops partway through the preface,
+///   would otherwise hold its connection, and one of the listener's `max_connections` slots,
+///   forever.
+/// - Idle (HTTP/2): once open, an HTTP/2 connection with no bytes either way for the
+///   listener's `idle_timeout` is closed, as Envoy closes idle connections. Between HTTP/1.1
+///   requests hyper's header read timeout does this job.
+struct Deadlines<IO> {
     io: IO,
-    /// Disarmed once the connection has opened.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The opening deadline, then (HTTP/2) the idle one; `None` when neither applies.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the connection has opened.
+    opening: bool,
+    /// The listener's `idle_timeout` (zero: none).
+    idle_limit: Duration,
+    /// Once an HTTP/2 connection has opened: when bytes last moved either way.
+    last_moved: Option<tokio::time::Instant>,
     /// Bytes read so far, while they are the start of HTTP/2's preface.
     preface: usize,
     /// The length field of the SETTINGS frame after the fixed octets, as it arrives.
@@ -322,11 +335,14 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A frame header's size.
 const FRAME_HEADER: usize = 9;
 
-impl<IO> OpeningDeadline<IO> {
-    fn new(io: IO, limit: Duration) -> Self {
-        OpeningDeadline {
+impl<IO> Deadlines<IO> {
+    fn new(io: IO, opening_limit: Duration, idle_limit: Duration) -> Self {
+        Deadlines {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            timer: Some(Box::pin(tokio::time::sleep(opening_limit))),
+            opening: true,
+            idle_limit,
+            last_moved: None,
             preface: 0,
             settings_length: [0; 3],
         }
@@ -338,7 +354,7 @@ impl<IO> OpeningDeadline<IO> {
         let fixed = H2_PREFACE.get(self.preface..).unwrap_or_default();
         let n = read.len().min(fixed.len());
         if read[..n] != fixed[..n] {
-            self.deadline = None;
+            self.opened(false);
             return;
         }
         for (at, byte) in (self.preface..).zip(read) {
@@ -355,13 +371,56 @@ impl<IO> OpeningDeadline<IO> {
             let [a, b, c] = self.settings_length;
             let length = u32::from_be_bytes([0, a, b, c]) as usize;
             if self.preface >= header_end + length {
-                self.deadline = None;
+                self.opened(true);
             }
+        }
+    }
+
+    /// The connection has opened; an HTTP/2 one now has its idle deadline.
+    fn opened(&mut self, h2: bool) {
+        self.opening = false;
+        if !h2 || self.idle_limit.is_zero() {
+            self.timer = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        self.last_moved = Some(now);
+        if let Some(timer) = self.timer.as_mut() {
+            timer.as_mut().reset(now + self.idle_limit);
+        }
+    }
+
+    /// Bytes moved (`n` of them): an open HTTP/2 connection is not idle.
+    fn moved(&mut self, n: usize) {
+        if n > 0
+            && let Some(last) = self.last_moved.as_mut()
+        {
+            *last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Why the connection must close now, if a deadline has passed; otherwise the timer is
+    /// (re)armed to wake `cx`.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+        loop {
+            let timer = self.timer.as_mut()?;
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let Some(last) = self.last_moved else {
+                return Some("no request within header_read_timeout");
+            };
+            // Bytes moved since the timer was set: idle only from then on.
+            let due = last + self.idle_limit;
+            if due <= tokio::time::Instant::now() {
+                return Some("HTTP/2 connection idle for idle_timeout");
+            }
+            timer.as_mut().reset(due);
         }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for OpeningDeadline<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for Deadlines<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -371,36 +430,33 @@ impl<IO: AsyncRead + Unpin> AsyncRead for OpeningDeadline<IO> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.deadline.is_some() {
+                if this.opening {
                     this.saw(&buf.filled()[before..]);
+                } else {
+                    this.moved(buf.filled().len() - before);
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within header_read_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match this.expired(cx) {
+                Some(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why))),
+                None => Poll::Pending,
+            },
             ready => ready,
         }
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for OpeningDeadline<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.moved(n);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -408,7 +464,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for OpeningDeadline<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            self.moved(n);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -429,11 +489,11 @@ mod tests {
     use super::*;
 
     fn opened(reads: &[&[u8]]) -> bool {
-        let mut deadline = OpeningDeadline::new((), Duration::from_secs(60));
+        let mut deadlines = Deadlines::new((), Duration::from_secs(60), Duration::from_secs(60));
         for read in reads {
-            deadline.saw(read);
+            deadlines.saw(read);
         }
-        deadline.deadline.is_none()
+        !deadlines.opening
     }
 
     #[tokio::test]
@@ -460,6 +520,49 @@ mod tests {
         assert!(
             opened(&[H2_PREFACE, &[0, 0, 0, 4, 0, 0, 0, 0, 0]]),
             "empty SETTINGS"
+        );
+    }
+
+    /// An HTTP/2 connection closes once no byte has moved either way for the idle limit, counted
+    /// from the last one (time is paused: the runtime jumps to each deadline); an HTTP/1 one is
+    /// left to hyper's header read timeout.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_http2_connection_closes_after_its_idle_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let idle = Duration::from_secs(60);
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle);
+        let empty_settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+        let opening = [H2_PREFACE, &empty_settings].concat();
+        client.write_all(&opening).await.expect("write");
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).await.expect("preface");
+        assert_eq!(n, opening.len());
+        assert!(!conn.opening);
+
+        tokio::time::advance(Duration::from_secs(50)).await;
+        client.write_all(b"x").await.expect("write");
+        assert_eq!(conn.read(&mut buf).await.expect("a byte"), 1);
+        let last = tokio::time::Instant::now();
+        conn.write_all(b"y").await.expect("write");
+        let wrote = tokio::time::Instant::now();
+        assert_eq!(wrote, last, "no time passes here");
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let err = conn.read(&mut buf).await.expect_err("closed when idle");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(tokio::time::Instant::now() - last, idle);
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert_eq!(conn.read(&mut buf).await.expect("read"), 16);
+        let quiet = tokio::time::timeout(Duration::from_secs(7200), conn.read(&mut buf)).await;
+        assert!(
+            quiet.is_err(),
+            "HTTP/1 has no idle deadline here: {quiet:?}"
         );
     }
 }

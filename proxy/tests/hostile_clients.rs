@@ -388,6 +388,31 @@ async fn slowloris_and_silent_connections_are_closed() {
     assert_eq!(upstream.hits(), 2, "only the normal requests got through");
 }
 
+/// An HTTP/2 connection with nothing in flight that sends nothing is closed after the
+/// listener's `idle_timeout`, as Envoy closes idle connections: it cannot hold one of the
+/// listener's connections for ever.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let upstream = recording_upstream().await;
+    let proxy = start(upstream.addr, "    idle_timeout: 1s\n");
+    let addr = proxy.addr("main");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let request = Request::get(format!("http://t:{}/", addr.port()))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let ended = tokio::time::timeout(HANG, conn).await;
+    assert!(ended.is_ok(), "the idle connection was never closed");
+}
+
 /// A client that sends a request head and then goes silent in its body gets 408 at the
 /// route's `idle_timeout` (Envoy's stream idle timeout), whether the body was being kept for
 /// retries or streamed upstream, and its connection is closed: it cannot hold a request slot

@@ -117,6 +117,12 @@ pub struct Listener {
     /// An HTTP/1 client must send its complete request head within this time.
     #[serde(default = "defaults::header_read_timeout", with = "duration")]
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no bytes either way for this long is closed (Envoy's
+    /// `idle_timeout`, with its default; zero: never). Keep it above the routes'
+    /// `idle_timeout`, which bounds a quiet stream. Between HTTP/1.1 requests,
+    /// `header_read_timeout` bounds a quiet connection.
+    #[serde(default = "defaults::listener_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
     /// Largest request head accepted; larger gets 431.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
@@ -550,6 +556,9 @@ pub(crate) mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
+    }
+    pub fn listener_idle_timeout() -> Duration {
+        Duration::from_secs(3600)
     }
     pub fn filter_buffer_limit_bytes() -> usize {
         1024 * 1024
