@@ -57,14 +57,19 @@ pub struct ListenerContext {
 }
 
 /// What a downstream connection contributes to each of its requests.
-#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: Option<Arc<TlsInfo>>,
     /// The peer's IP as a header value, made once per connection for `x-forwarded-for`.
     client_ip: HeaderValue,
+    /// An upgraded exchange to relay once the HTTP/1.1 connection has handed its socket
+    /// over (see [`ConnectionInfo::take_upgraded`]).
+    upgraded: std::sync::Mutex<Option<Splice>>,
 }
+
+/// The bytes of an upgraded exchange, relayed both ways until it ends.
+pub type Splice = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl ConnectionInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: Option<Arc<TlsInfo>>) -> ConnectionInfo {
@@ -75,7 +80,18 @@ impl ConnectionInfo {
             local,
             tls,
             client_ip,
+            upgraded: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The upgraded exchange a request on this connection agreed to, for the connection's
+    /// task to run once hyper is done with the connection: run there, it stays within the
+    /// listener's limits and drains.
+    pub fn take_upgraded(&self) -> Option<Splice> {
+        self.upgraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -521,7 +537,7 @@ async fn route_and_forward(
     if let (Ok(_), Some(downstream), Some(upstream)) =
         (&response, downstream_upgrade, upstream_upgrade)
     {
-        splice_upgrade(downstream, upstream);
+        splice_upgrade(conn, downstream, upstream, route.idle_timeout);
     }
     (route_name, response)
 }
@@ -1366,9 +1382,17 @@ fn strip_response_hop_by_hop(mut response: Response<PooledBody>) -> Response<Poo
     response
 }
 
-/// After both sides agreed to switch protocols, copies bytes both ways until either closes.
-fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
+/// After both sides agreed to switch protocols, leaves the relay of the upgraded exchange to
+/// `conn`'s task: bytes both ways, each direction half-closed when its sender finishes, until
+/// both are done or nothing moved for `idle` (the route's `idle_timeout`, Envoy's stream idle
+/// timeout).
+fn splice_upgrade(
+    conn: &ConnectionInfo,
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    let splice = async move {
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(err) => {
@@ -1376,12 +1400,10 @@ fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrad
                 return;
             }
         };
-        let mut down = TokioIo::new(down);
-        let mut up = TokioIo::new(up);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %err, "upgraded connection ended");
-        }
-    });
+        let moved = crate::tcp::relay(TokioIo::new(down), TokioIo::new(up), idle, None).await;
+        tracing::debug!(?moved, "upgraded connection ended");
+    };
+    *conn.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::pin(splice));
 }
 
 /// A response on its way downstream, with what `on_log` should learn about it.

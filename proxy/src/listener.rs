@@ -75,6 +75,8 @@ pub struct Running {
     pub connections: Arc<Semaphore>,
     /// The connections open now, to end those its drain leaves open.
     pub open: OpenConnections,
+    /// The listener's graceful-shutdown watchers, one per connection.
+    pub watchers: Watchers,
 }
 
 /// A listener's open connections (their tasks), so that those still open when its drain runs
@@ -127,7 +129,6 @@ pub async fn accept_loop(
     listener: TcpListener,
     running: Arc<Running>,
     mut stop: watch::Receiver<bool>,
-    watchers: Watchers,
 ) {
     let connections = running.connections.clone();
     loop {
@@ -152,7 +153,7 @@ pub async fn accept_loop(
             drop(tcp);
             continue;
         };
-        let Some(watcher) = watchers() else {
+        let Some(watcher) = (running.watchers)() else {
             return;
         };
         // How evenly the kernel spreads connections over the workers.
@@ -296,10 +297,21 @@ where
     };
     let context = running.context.clone();
     let info = Arc::new(info);
-    let service = service_fn(move |req| forward::handle(context.clone(), info.clone(), req));
+    let conn = info.clone();
+    let service = service_fn(move |req| forward::handle(context.clone(), conn.clone(), req));
     let io = Deadlines::new(io, cfg.header_read_timeout, cfg.idle_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    watcher.watch(connection.into_owned()).await
+    let served = watcher.watch(connection.into_owned()).await;
+    // An upgraded exchange (a WebSocket, say) is relayed here, in the connection's task, so
+    // it keeps the connection's `max_connections` slot and is ended with the connections a
+    // drain leaves open. A drain waits for it (up to `drain_timeout`), as for a connection;
+    // one that has begun already does not take it.
+    if let Some(splice) = info.take_upgraded()
+        && let Some(_watching) = (running.watchers)()
+    {
+        splice.await;
+    }
+    served
 }
 
 /// A downstream connection's deadlines that hyper does not keep.

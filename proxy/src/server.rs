@@ -280,6 +280,7 @@ impl Control {
         let lc = bound.config.clone();
         let running = Arc::new(Running {
             open: listener::OpenConnections::default(),
+            watchers,
             config: lc.clone(),
             tls: bound.tls.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(lc.max_connections)),
@@ -301,11 +302,11 @@ impl Control {
         let sockets = duplicate(&bound.sockets, &lc)?;
         let mut accepting = Vec::with_capacity(sockets.len());
         for (index, socket) in bound.sockets.into_iter().enumerate() {
-            let (running, stop_rx, watchers) = (running.clone(), stop_rx.clone(), watchers.clone());
+            let (running, stop_rx) = (running.clone(), stop_rx.clone());
             // The socket joins the reactor of the worker that accepts on it.
             accepting.push(self.workers.handle(index).spawn(async move {
                 match tokio::net::TcpListener::from_std(socket) {
-                    Ok(tcp) => listener::accept_loop(tcp, running, stop_rx, watchers).await,
+                    Ok(tcp) => listener::accept_loop(tcp, running, stop_rx).await,
                     Err(err) => {
                         tracing::error!(listener = %running.config.name, error = %err, "cannot accept on a worker")
                     }

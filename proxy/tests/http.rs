@@ -288,73 +288,51 @@ async fn read_response(tcp: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn upgrade_is_spliced_both_ways() {
-    // An upstream that accepts `Upgrade: echo` and echoes bytes afterwards.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |mut req: Request<hyper::body::Incoming>| async move {
-                        let on_upgrade = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            if let Ok(upgraded) = on_upgrade.await {
-                                let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                                let mut buf = [0u8; 1024];
-                                while let Ok(n) = io.read(&mut buf).await {
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(StatusCode::SWITCHING_PROTOCOLS)
-                                .header("connection", "upgrade")
-                                .header("upgrade", "echo")
-                                .body(Full::new(Bytes::new()))
-                                .expect("101"),
-                        )
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+    let up_addr = echo_upgrade_upstream().await;
     let proxy = Proxy::start(&simple_config("", &[up_addr], ""));
-    let mut tcp = TcpStream::connect(proxy.addr("main"))
-        .await
-        .expect("connect");
-    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = vec![0u8; 1024];
-    let n = tcp.read(&mut buf).await.expect("read 101");
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: echo"),
-        "{head}"
+    let mut tunnel = upgrade(proxy.addr("main")).await.expect("upgrade");
+    echoed(&mut tunnel, b"ping through the tunnel").await;
+}
+
+/// An upgraded connection is still one of the listener's connections: it holds its
+/// `max_connections` slot while it lasts, and a tunnel quiet for the route's `idle_timeout`
+/// (Envoy's stream idle timeout) is closed, which frees the slot.
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_slot_and_closes_when_idle() {
+    let up_addr = echo_upgrade_upstream().await;
+    let config = simple_config("", &[up_addr], "            idle_timeout: 2s\n").replace(
+        "    header_read_timeout: 1s\n",
+        "    header_read_timeout: 1s\n    max_connections: 1\n",
     );
-    tcp.write_all(b"ping through the tunnel")
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("main");
+    let mut tunnel = upgrade(addr).await.expect("upgrade");
+    echoed(&mut tunnel, b"ping").await;
+
+    // The listener's one slot is the tunnel's: another connection is closed on accept.
+    assert!(
+        upgrade(addr).await.is_err(),
+        "a second connection was served"
+    );
+    echoed(&mut tunnel, b"still open").await;
+
+    // Then quiet: the proxy ends the tunnel.
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(20), tunnel.read(&mut buf))
         .await
-        .expect("write tunnel");
-    let mut got = Vec::new();
-    while got.len() < 23 {
-        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
-            .await
-            .expect("echo in time")
-            .expect("read echo");
-        assert!(n > 0, "tunnel closed early");
-        got.extend_from_slice(&buf[..n]);
+        .expect("the quiet tunnel was never closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // Its slot is free again (once its task has ended).
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(tunnel) = upgrade(addr).await {
+            again = Some(tunnel);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(&got, b"ping through the tunnel");
+    let mut again = again.expect("the slot was never freed");
+    echoed(&mut again, b"pong").await;
 }
 
 #[tokio::test]

@@ -211,6 +211,30 @@ async fn connections_of_a_replaced_listener_are_drained() {
     );
 }
 
+/// An upgraded connection (a WebSocket, say) of a drained listener goes on until
+/// `drain_timeout`, then is closed, as Envoy closes what a drain leaves open.
+#[tokio::test]
+async fn upgraded_connections_of_a_replaced_listener_end_with_its_drain() {
+    use tokio::io::AsyncReadExt;
+    let up = echo_upgrade_upstream().await;
+    let config =
+        |max_requests: usize| format!("drain_timeout: 1s\n{}", listener_config(up, max_requests));
+    let proxy = Proxy::start(&config(1000));
+    let mut tunnel = upgrade(proxy.addr("main")).await.expect("upgrade");
+    echoed(&mut tunnel, b"before").await;
+    let answer = put_config(proxy.admin.expect("admin"), &config(999));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Still relayed while the drain runs...
+    echoed(&mut tunnel, b"while draining").await;
+    // ...and closed at its end.
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(20), tunnel.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the upgraded connection outlived the drain: {closed:?}"
+    );
+}
+
 /// One listener on port 0 whose `max_requests` the tests change to make it "changed".
 fn listener_config(upstream: std::net::SocketAddr, max_requests: usize) -> String {
     format!(

@@ -764,3 +764,85 @@ pub async fn h2c_exchange(
     let trailers = collected.trailers().cloned();
     (parts.status, parts.headers, collected.to_bytes(), trailers)
 }
+
+/// An upstream that accepts `Upgrade: echo` and echoes bytes afterwards.
+pub async fn echo_upgrade_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        let on_upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(upgraded) = on_upgrade.await {
+                                let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "echo")
+                                .body(Full::new(Bytes::new()))
+                                .expect("101"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    up_addr
+}
+
+/// Asks the proxy at `addr` to upgrade a connection to `echo`; returns the tunnel after
+/// checking the 101, or the error that closed the connection first.
+pub async fn upgrade(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await?;
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    Ok(tcp)
+}
+
+/// Sends `message` through `tunnel` and reads its echo.
+pub async fn echoed(tunnel: &mut TcpStream, message: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tunnel.write_all(message).await.expect("write tunnel");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1024];
+    while got.len() < message.len() {
+        let n = tokio::time::timeout(Duration::from_secs(10), tunnel.read(&mut buf))
+            .await
+            .expect("echo in time")
+            .expect("read echo");
+        assert!(n > 0, "tunnel closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&got, message);
+}
