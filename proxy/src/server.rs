@@ -82,6 +82,9 @@ pub struct ReloadStatus {
     pub rejected: u64,
     /// The error of the latest attempt, if it was rejected.
     pub last_error: Option<String>,
+    /// What the latest applied reload left as it was: TLS files that did not load (caught
+    /// mid-rotation, say) keep their running certificates.
+    pub last_warnings: Vec<String>,
     /// What asked for the latest attempt (`file`, `PUT /config`, `PUT /chains/edge`, a moved
     /// tag…).
     pub last_trigger: Option<String>,
@@ -401,10 +404,11 @@ impl Control {
             .swap_in(config, status.generation + 1, &previous, record_history)
             .await
         {
-            Ok(generation) => {
+            Ok((generation, warnings)) => {
                 status.generation = generation;
                 status.applied += 1;
                 status.last_error = None;
+                status.last_warnings = warnings;
                 metrics::counter!("wasmesh_config_reload_total", "result" => "applied")
                     .increment(1);
                 tracing::info!(generation, trigger, "configuration applied");
@@ -428,7 +432,7 @@ impl Control {
         generation: u64,
         previous: &Snapshot,
         record_history: bool,
-    ) -> Result<u64, StartError> {
+    ) -> Result<(u64, Vec<String>), StartError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(StartError::ShuttingDown);
         }
@@ -456,9 +460,11 @@ impl Control {
         // hold up the rest of the reload: those keep their running certificates (the watcher
         // reports them and tries again on their next change).
         let tls = prepare_tls(kept, snapshot.clusters.values());
+        let mut warnings = Vec::new();
         for err in &tls.failed {
             metrics::counter!("wasmesh_tls_reload_total", "result" => "rejected").increment(1);
             tracing::warn!(error = %err, "TLS files rejected; the running certificates stay");
+            warnings.push(format!("{err}; the running certificates stay"));
         }
 
         snapshot.start_background_tasks();
@@ -510,7 +516,7 @@ impl Control {
             let slot = self.serve(bound)?;
             listeners.insert(slot.config.name.clone(), slot);
         }
-        Ok(generation)
+        Ok((generation, warnings))
     }
 
     fn retire(&self, snapshot: Arc<Snapshot>) {

@@ -363,10 +363,22 @@ async fn rotated_listener_certificates_reach_new_connections() {
     assert!(reported, "{}", get_admin_text(admin, "/config/status"));
     assert_eq!(served(&pki, addr).await.as_deref(), Some(&second[..]));
 
-    // A file caught mid-rotation does not hold up a reload of everything else.
+    // A file caught mid-rotation does not hold up a reload of everything else, and the reload
+    // says what it left as it was.
     let (status, body) = admin_call(admin, "PUT", "/config", &config);
     assert_eq!(status, 200, "{body}");
     assert_eq!(served(&pki, addr).await.as_deref(), Some(&second[..]));
+    let (_, status) = admin_call(admin, "GET", "/config/status", "");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["last_error"], serde_json::Value::Null, "{status}");
+    let warnings = status["last_warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.len() == 1
+            && warnings[0]
+                .as_str()
+                .is_some_and(|w| w.contains(&server.key)),
+        "{status}"
+    );
 }
 
 /// An upstream's CA file, rotated on disk, is what the next upstream connection is verified

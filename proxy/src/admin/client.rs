@@ -206,6 +206,11 @@ pub async fn status(admin: SocketAddr, name: Option<&str>) -> Result<(), AdminEr
     if let Some(Value::String(error)) = status.get("last_error") {
         println!("last error: {error}");
     }
+    if let Some(Value::Array(warnings)) = status.get("last_warnings") {
+        for warning in warnings.iter().filter_map(Value::as_str) {
+            println!("warning: {warning}");
+        }
+    }
     match name {
         Some(name) => {
             let chain = call(admin, Method::GET, &format!("/chains/{name}"), None).await?;
