@@ -665,6 +665,7 @@ impl Plugin {
             state.stream = Some(data);
             state.effective = stream.context_id;
         }
+        let resumes_before = stream.signals.resumes.load(Ordering::Relaxed);
         let ctx = stream.context_id as i32;
         let result = match args {
             CallbackArgs::CountEos(n, eos) => {
@@ -690,6 +691,11 @@ impl Plugin {
                 // Paused: a callout answer or tick may switch to this stream and edit it.
                 state.parked.insert(stream.context_id, data);
                 stream.parked = true;
+                // Only a resumption from now on (or during this callback) ends the pause, not
+                // one the filter made earlier while the stream was not paused.
+                if stream.signals.resumes.load(Ordering::Relaxed) == resumes_before {
+                    stream.signals.forget_resume();
+                }
             } else {
                 stream.data = data;
             }

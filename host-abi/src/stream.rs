@@ -75,6 +75,18 @@ pub struct StreamSignals {
     pub(crate) resumes: AtomicU64,
 }
 
+impl StreamSignals {
+    /// Drops a resumption stored while nothing waited for one (a filter may resume a stream
+    /// that is not paused, say from an answer to a callout it did not wait for), so that it
+    /// cannot end a later pause at once.
+    pub(crate) fn forget_resume(&self) {
+        let notified = self.resume.notified();
+        let mut notified = std::pin::pin!(notified);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = std::future::Future::poll(notified.as_mut(), &mut cx);
+    }
+}
+
 /// See [`HttpStream::resume_waiter`].
 #[derive(Debug, Clone)]
 pub struct ResumeWaiter(Arc<StreamSignals>);

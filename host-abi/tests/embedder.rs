@@ -142,3 +142,57 @@ fn an_embedder_drives_logs_time_ticks_queues_and_callouts() {
         Some("ok".into())
     );
 }
+
+/// Whether `waiter` has a resumption for it now, without waiting.
+fn resumed_now(waiter: &wasmesh_host::ResumeWaiter) -> bool {
+    let wait = waiter.wait();
+    let mut wait = std::pin::pin!(wait);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::future::Future::poll(wait.as_mut(), &mut cx).is_ready()
+}
+
+fn answer(services: &Recorder, body: &[u8]) {
+    let done = services.callouts.lock().expect("lock").pop().expect("one");
+    done.complete_now(Some(CalloutResponse {
+        headers: vec![(":status".into(), b"200".to_vec())],
+        body: body.to_vec(),
+        trailers: Vec::new(),
+    }));
+}
+
+/// A pause is ended by a resumption made after it, not by one the filter made earlier while
+/// nothing waited (here: the header phase's resumption, which the embedder never waited for),
+/// and a body paused at its end stays with the VM, where the callout's answer edits it.
+#[test]
+fn a_pause_ends_with_a_resumption_after_it_not_an_earlier_one() {
+    let host = Host::new(HostConfig::default()).expect("host");
+    let services = Arc::new(Recorder::default());
+    host.set_services(services.clone());
+    let wasm = std::fs::read(wasmesh_test_programs::PROBE_WASM).expect("probe built");
+    let mut config = PluginConfig::new("probe");
+    config.replicas = 1;
+    let plugin = host.load_plugin(config, &wasm).expect("load");
+    let mut s = plugin.http_stream(Arc::new(NoEnv)).expect("stream");
+    s.data.request_headers = vec![
+        (":path".into(), b"/".to_vec()),
+        ("x-probe-callout".into(), b"/auth".to_vec()),
+        ("x-probe-body-callout".into(), b"/check".to_vec()),
+    ];
+    assert_eq!(s.on_request_headers(false), Ok(Action::Pause));
+    answer(&services, b"ok");
+    assert_eq!(s.resume_count(), 1);
+    s.unpark();
+
+    s.data.request_body = b"payload".to_vec();
+    assert_eq!(s.on_request_body(true), Ok(Action::Pause));
+    assert!(s.is_paused(), "the body waits with the VM");
+    let waiter = s.resume_waiter();
+    assert!(
+        !resumed_now(&waiter),
+        "the header phase's resumption does not count"
+    );
+    answer(&services, b"checked");
+    assert!(resumed_now(&waiter));
+    s.unpark();
+    assert_eq!(s.data.request_body, b"checked");
+}

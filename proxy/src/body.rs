@@ -101,8 +101,32 @@ pub fn watched(body: ProxyBody, max: Option<u64>, watch: Arc<BodyWatch>) -> Prox
         inner: body,
         left: max,
         watch,
+        marks_end: true,
     }
     .boxed_unsync()
+}
+
+/// As [`watched`], for a body that goes through filters next: its end is the request's end
+/// only once the filters let it go, which [`ends_request`] marks.
+pub fn watched_before_filters(
+    body: ProxyBody,
+    max: Option<u64>,
+    watch: Arc<BodyWatch>,
+) -> ProxyBody {
+    Watched {
+        inner: body,
+        left: max,
+        watch,
+        marks_end: false,
+    }
+    .boxed_unsync()
+}
+
+/// `body` (a request body out of its filters), whose end marks the request's end in `watch`:
+/// a filter holding the body (waiting for a callout, say) does not eat into the route's
+/// timeout, as in Envoy, where the router sees the end only once the filters continue.
+pub fn ends_request(body: ProxyBody, watch: Arc<BodyWatch>) -> ProxyBody {
+    EndsRequest { inner: body, watch }.boxed_unsync()
 }
 
 pin_project_lite::pin_project! {
@@ -111,6 +135,51 @@ pin_project_lite::pin_project! {
         inner: ProxyBody,
         left: Option<u64>,
         watch: Arc<BodyWatch>,
+        // Whether this body's end is the request's (no filters after it).
+        marks_end: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct EndsRequest {
+        #[pin]
+        inner: ProxyBody,
+        watch: Arc<BodyWatch>,
+    }
+}
+
+impl http_body::Body for EndsRequest {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let ended = match &frame {
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+            None => true,
+        };
+        if ended {
+            this.watch.end();
+        }
+        Poll::Ready(frame)
+    }
+
+    // hyper stops polling a body that says it has ended.
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.watch.end();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -127,7 +196,7 @@ impl http_body::Body for Watched {
         match &frame {
             Some(Ok(frame)) => {
                 this.watch.frames.fetch_add(1, Ordering::Relaxed);
-                if this.inner.is_end_stream() {
+                if *this.marks_end && this.inner.is_end_stream() {
                     this.watch.end();
                 }
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
@@ -149,7 +218,8 @@ impl http_body::Body for Watched {
                 }
                 this.watch.failed.store(true, Ordering::Relaxed);
             }
-            None => this.watch.end(),
+            None if *this.marks_end => this.watch.end(),
+            None => {}
         }
         Poll::Ready(frame)
     }
@@ -157,7 +227,7 @@ impl http_body::Body for Watched {
     // hyper stops polling a body that says it has ended (its length reached).
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
-        if end {
+        if end && self.marks_end {
             self.watch.end();
         }
         end
@@ -327,4 +397,30 @@ impl http_body::Body for Prefixed {
 /// A downstream or upstream hyper body, boxed.
 pub fn incoming(body: hyper::body::Incoming) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(body: ProxyBody) {
+        body.collect().await.expect("body");
+    }
+
+    /// A request body that goes through filters ends the request when the filters let it
+    /// go, not when the client finished sending it: the route's timeout starts there.
+    #[tokio::test]
+    async fn a_filtered_body_ends_the_request_where_the_filters_let_it_go() {
+        let plain = Arc::new(BodyWatch::default());
+        drain(watched(full("abc"), None, plain.clone())).await;
+        assert!(plain.ended().is_some());
+
+        let filtered = Arc::new(BodyWatch::default());
+        let held = watched_before_filters(full("abc"), None, filtered.clone());
+        drain(held).await;
+        assert_eq!(filtered.ended(), None, "the filters still hold it");
+        assert_eq!(filtered.progress(), 1, "it is still watched");
+        drain(ends_request(full("abc"), filtered.clone())).await;
+        assert!(filtered.ended().is_some());
+    }
 }

@@ -200,10 +200,7 @@ async fn route_and_forward(
     // Whose fault a failed upstream request was: a body that failed downstream (malformed,
     // cut off, too large) is the client's, never counted against the upstream endpoint.
     let watch = Arc::new(body::BodyWatch::default());
-    let limit = |body: ProxyBody| {
-        let body = body::idle_limited(body, route.idle_timeout);
-        body::watched(body, listener.max_request_body_bytes, watch.clone())
-    };
+    let max_body = listener.max_request_body_bytes;
     // Filters run on the request as the router would send it, and may re-route it.
     let chain = match filter_chain(snapshot, listener, route) {
         Ok(chain) => chain,
@@ -397,18 +394,21 @@ async fn route_and_forward(
         // Nothing to read, limit or watch (most requests): no wrapping to allocate.
         body::empty()
     } else if streams.is_empty() {
-        limit(body::incoming(incoming))
+        let body = body::idle_limited(body::incoming(incoming), route.idle_timeout);
+        body::watched(body, max_body, watch.clone())
     } else {
         // Filters may change the body's length, so it goes out chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
-        filter::filter_body(
-            limit(body::incoming(incoming)),
+        let body = body::idle_limited(body::incoming(incoming), route.idle_timeout);
+        let filtered = filter::filter_body(
+            body::watched_before_filters(body, max_body, watch.clone()),
             streams.clone(),
             filter::Direction::Request,
             body_limits(listener, route),
             attributes.clone(),
             answered.clone(),
-        )
+        );
+        body::ends_request(filtered, watch.clone())
     };
     let version = parts.version;
     let body = match RequestBody::new(incoming, &parts.headers, policy.is_some() && small).await {

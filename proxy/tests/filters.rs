@@ -567,9 +567,12 @@ async fn on_log_sees_the_whole_exchange() {
 /// What [`trailer_upstream`] saw last: a request's headers or trailers.
 type Last = std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>;
 
-/// An h2c upstream that records the last request's trailers and headers, and answers `pong`
-/// with trailer `x-up-trailer: u`.
-async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last) {
+/// The body of the request [`trailer_upstream`] saw end last.
+type LastBody = std::sync::Arc<std::sync::Mutex<Option<bytes::Bytes>>>;
+
+/// An h2c upstream that records the last request's trailers and headers (and the body of the
+/// last one to end), and answers `pong` with trailer `x-up-trailer: u`.
+async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last, LastBody) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -577,21 +580,25 @@ async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last) {
     let addr = listener.local_addr().expect("addr");
     let seen: Last = Default::default();
     let headers: Last = Default::default();
-    let (record, record_headers) = (seen.clone(), headers.clone());
+    let body: LastBody = Default::default();
+    let (record, record_headers, record_body) = (seen.clone(), headers.clone(), body.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let (record, record_headers) = (record.clone(), record_headers.clone());
+            let (record, record_headers, record_body) =
+                (record.clone(), record_headers.clone(), record_body.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (record, record_headers) = (record.clone(), record_headers.clone());
+                        let (record, record_headers, record_body) =
+                            (record.clone(), record_headers.clone(), record_body.clone());
                         async move {
                             *record_headers.lock().expect("seen") = Some(req.headers().clone());
                             let collected = req.into_body().collect().await.expect("body");
                             *record.lock().expect("seen") = collected.trailers().cloned();
+                            *record_body.lock().expect("seen") = Some(collected.to_bytes());
                             Ok::<_, std::convert::Infallible>(http::Response::new(
                                 body_with_trailers(b"pong", &[("x-up-trailer", "u")]),
                             ))
@@ -604,7 +611,7 @@ async fn trailer_upstream() -> (std::net::SocketAddr, Last, Last) {
             });
         }
     });
-    (addr, seen, headers)
+    (addr, seen, headers, body)
 }
 
 fn h2_config(upstream: std::net::SocketAddr) -> String {
@@ -616,7 +623,7 @@ fn h2_config(upstream: std::net::SocketAddr) -> String {
 /// filters make of them is what the peers get.
 #[tokio::test]
 async fn trailers_go_through_the_filters_both_ways() {
-    let (upstream, seen, _) = trailer_upstream().await;
+    let (upstream, seen, _, _) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, _, body, trailers) = h2c_exchange(
         proxy.addr("main"),
@@ -642,7 +649,7 @@ async fn trailers_go_through_the_filters_both_ways() {
 /// trailers it drops then stay dropped.
 #[tokio::test]
 async fn on_log_reads_the_response_trailers() {
-    let (upstream, _, headers) = trailer_upstream().await;
+    let (upstream, _, headers, _) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, ..) = h2c_exchange(
         proxy.addr("main"),
@@ -686,7 +693,7 @@ async fn on_log_reads_the_response_trailers() {
 /// A filter may add trailers in its last body callback of a body that had none.
 #[tokio::test]
 async fn a_filter_adds_trailers_to_a_body_that_had_none() {
-    let (upstream, seen, _) = trailer_upstream().await;
+    let (upstream, seen, _, _) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, ..) = h2c_exchange(
         proxy.addr("main"),
@@ -751,18 +758,17 @@ async fn a_filter_holds_the_request_body_for_a_callout() {
             .collect()
     };
     for h2 in [false, true] {
+        let payload = format!("payload h2={h2}");
         let mut post = request("POST", "/app", &[("x-probe-body-callout", "/check")]);
-        *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+        *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from(payload.clone()));
         let got = send(addr, post, h2).await;
         assert_eq!(got.status, StatusCode::OK, "h2={h2}: {}", got.text());
         assert_eq!(got.text(), "main");
-        assert_eq!(
-            bodies_at("/check").last().map(|b| &b[..]),
-            Some(&b"payload"[..])
-        );
+        let checked = bodies_at("/check");
+        assert_eq!(checked.last().map(|b| &b[..]), Some(payload.as_bytes()));
         assert_eq!(
             bodies_at("/app").last().map(|b| &b[..]),
-            Some(&b"checked payload"[..]),
+            Some(format!("checked {payload}").as_bytes()),
             "h2={h2}: the body as the callout's answer left it"
         );
     }
@@ -778,16 +784,58 @@ async fn a_filter_holds_the_request_body_for_a_callout() {
     let app = bodies_at("/app");
     assert!(
         app.iter()
-            .all(|b| &b[..] == b"checked payload" || b.is_empty()),
+            .all(|b| b.starts_with(b"checked payload") || b.is_empty()),
         "{app:?}"
     );
 }
 
-/// A filter that pauses on the request trailers holds them (and the body it buffered) until
-/// it resumes; a trailer it adds from the callout's answer reaches the upstream.
+/// An upstream may answer before it has read the request body, while a filter still holds
+/// that body for a slow callout: the answer goes through the filter's response callbacks as
+/// usual (it cannot wait for the request side's pause to end).
+#[tokio::test]
+async fn an_early_answer_passes_a_filter_that_holds_the_request_body() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        // The callout is slow; the request itself is answered at once, its
+                        // body unread.
+                        if req.uri().path() == "/check" {
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(reply(StatusCode::OK, "up", "early"))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&config_with_chain(upstream, "fail_closed", ""));
+    let mut post = request("POST", "/app", &[("x-probe-body-callout", "/check")]);
+    *post.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"payload"));
+    let got = send(proxy.addr("main"), post, false).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(got.text(), "early");
+    assert_eq!(
+        got.header("x-probe"),
+        Some("response"),
+        "the response callbacks ran"
+    );
+}
+
+/// A filter that pauses on the request trailers holds them (and the body it buffered, which it
+/// can read there) until it resumes; the trailer it adds and the body it sets from the
+/// callout's answer reach the upstream.
 #[tokio::test]
 async fn a_filter_holds_the_request_trailers_for_a_callout() {
-    let (upstream, seen, _) = trailer_upstream().await;
+    let (upstream, seen, _, upstream_body) = trailer_upstream().await;
     let proxy = Proxy::start(&h2_config(upstream));
     let (status, _, body, _) = h2c_exchange(
         proxy.addr("main"),
@@ -805,8 +853,18 @@ async fn a_filter_holds_the_request_trailers_for_a_callout() {
     assert_eq!(upstream_trailers["x-client-trailer"], "c");
     assert_eq!(upstream_trailers["x-probe-trailer"], "request");
     assert_eq!(
+        upstream_trailers["x-held-body"], "ping",
+        "the body it buffered, read in its trailers callback: {upstream_trailers:?}"
+    );
+    assert_eq!(
         upstream_trailers["x-callout"], "pong",
         "added from the callout's answer: {upstream_trailers:?}"
+    );
+    let upstream_body = upstream_body.lock().expect("seen").clone();
+    assert_eq!(
+        upstream_body.as_deref(),
+        Some(&b"pong"[..]),
+        "the body as the callout's answer left it"
     );
 }
 

@@ -149,7 +149,8 @@ struct Waiting {
 enum Resume {
     /// The body's last: the body, as the filter leaves it, flows on to the end.
     Body,
-    /// Trailers: `data` reached the filter with them and goes on after what it held.
+    /// Trailers: `data` reached the filter with them and goes on after the body it held
+    /// (which waits with the VM too).
     Trailers { data: Vec<u8> },
 }
 
@@ -334,9 +335,12 @@ impl Filters {
                 self.body_from(index + 1, data, true, attributes)
             }
             Resume::Trailers { data } => {
-                let pairs = take_trailers(&mut lock(stream), self.direction);
-                let data = release(&mut self.buffers, index, data);
-                self.trailers_from(index + 1, data, pairs, attributes)
+                let (pairs, held) = {
+                    let mut s = lock(stream);
+                    let pairs = take_trailers(&mut s, self.direction);
+                    (pairs, take_body(&mut s, self.direction))
+                };
+                self.trailers_from(index + 1, [held, data].concat(), pairs, attributes)
             }
         }
     }
@@ -394,7 +398,7 @@ impl Filters {
             let input = release(buffers, i, data);
             let (result, out) = body_callback(&mut s, *direction, input, end_of_stream);
             // Paused at the end: the body waits with the filter's VM until it resumes.
-            if end_of_stream && s.is_paused() {
+            if end_of_stream && matches!(result, Ok(Action::Pause)) && s.is_paused() {
                 return Ok(Pass::Paused(i, Resume::Body));
             }
             data = out;
@@ -450,27 +454,33 @@ impl Filters {
                     }
                 }
             }
+            // The body it holds is its to read and change in its trailers callback (and in
+            // a callout's answer while it pauses there), as Envoy's buffered body is.
+            let held = std::mem::take(&mut buffers[i]);
             let result = match direction {
                 Direction::Request => {
+                    s.data.request_body = held;
                     s.data.request_trailers = std::mem::take(&mut pairs);
                     s.on_request_trailers()
                 }
                 Direction::Response => {
+                    s.data.response_body = held;
                     s.data.response_trailers = std::mem::take(&mut pairs);
                     s.on_response_trailers()
                 }
             };
-            // Paused: the trailers wait with the filter's VM until it resumes.
-            if s.is_paused() {
+            // Paused: the trailers and the body wait with the filter's VM until it resumes.
+            if matches!(result, Ok(Action::Pause)) && s.is_paused() {
                 return Ok(Pass::Paused(i, Resume::Trailers { data }));
             }
             pairs = take_trailers(&mut s, *direction);
+            let held = take_body(&mut s, *direction);
             interrupted(&mut s)?;
             if let Err(failure) = result {
                 failed(&s, failure, i, bypass)?;
             }
             // What this filter held flows on, ahead of anything behind it.
-            data = release(buffers, i, data);
+            data = [held, data].concat();
         }
         Ok(Pass::Through((data, pairs)))
     }

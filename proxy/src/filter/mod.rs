@@ -133,6 +133,12 @@ pub async fn response_headers(
     for stream in streams.iter().rev() {
         let (result, policy) = {
             let mut s = lock(stream);
+            // An upstream may answer before the request body is through: a filter still
+            // holding that body paused gives its data back for the response (what it does
+            // with its pause from then on cannot change what the upstream answered).
+            if s.is_paused() {
+                s.unpark();
+            }
             s.data.response_headers = std::mem::take(pairs);
             (
                 s.on_response_headers(end_of_stream),
@@ -170,10 +176,12 @@ async fn settle(
     result: Result<Action, wasmesh_host::FilterFailure>,
     pause_limit: Duration,
 ) -> Settled {
+    let asked = matches!(result, Ok(Action::Pause));
     if let Err(failure) = result {
         return Settled::Failed(failure.to_string());
     }
-    let paused = lock(stream).is_paused();
+    // Paused by this callback (its data is with the VM), not still by an earlier one.
+    let paused = asked && lock(stream).is_paused();
     let resumed = match paused {
         true => Some(resumption(stream, pause_limit).await),
         false => None,

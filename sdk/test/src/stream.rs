@@ -200,6 +200,8 @@ impl Stream {
             }
         };
         let parked = self.inner.is_paused();
+        // A filter that answered or closed the stream stops the body there.
+        let stopped = self.inner.data.local_response.is_some() || self.inner.data.close_requested;
         let body = match side {
             Side::Request => &mut self.request_body,
             Side::Response => &mut self.response_body,
@@ -210,6 +212,7 @@ impl Stream {
         match result {
             Ok(Action::Pause) if !end_of_stream => body.held = output,
             Ok(Action::Pause) if parked => body.parked = true,
+            Ok(_) if stopped => body.held = output,
             Ok(_) => body.passed.extend_from_slice(&output),
             Err(_) => {}
         }
@@ -217,16 +220,25 @@ impl Stream {
     }
 
     /// Takes the stream's data back from the VM before the next phase. A body the filter
-    /// paused at its end flows on then, as the proxy would let it once resumed.
+    /// paused at its end flows on then if the filter resumed it, as the proxy lets it;
+    /// otherwise it stays held (the proxy would never send it).
     fn take_back(&mut self) {
+        let resumed = self.resumed();
         self.inner.unpark();
-        if std::mem::take(&mut self.request_body.parked) {
-            let body = std::mem::take(&mut self.inner.data.request_body);
-            self.request_body.passed.extend_from_slice(&body);
-        }
-        if std::mem::take(&mut self.response_body.parked) {
-            let body = std::mem::take(&mut self.inner.data.response_body);
-            self.response_body.passed.extend_from_slice(&body);
+        let stopped = self.inner.data.local_response.is_some() || self.inner.data.close_requested;
+        let flows = resumed && !stopped;
+        for side in [Side::Request, Side::Response] {
+            let (body, data) = match side {
+                Side::Request => (&mut self.request_body, &mut self.inner.data.request_body),
+                Side::Response => (&mut self.response_body, &mut self.inner.data.response_body),
+            };
+            if std::mem::take(&mut body.parked) {
+                let parked = std::mem::take(data);
+                match flows {
+                    true => body.passed.extend_from_slice(&parked),
+                    false => body.held = parked,
+                }
+            }
         }
     }
 

@@ -52,8 +52,9 @@
 //! - `x-probe-body-callout: PATH`: buffers the whole request body and, at its end, pauses and
 //!   POSTs it to cluster `backend` at PATH; a 200's body replaces the request body and resumes
 //!   it, anything else answers 403 `denied`. A request with trailers is held in its trailers
-//!   callback instead (the callout carries no body), and a 200's body goes on as request
-//!   trailer `x-callout`.
+//!   callback instead: the callout carries the body it buffered (also echoed in request
+//!   trailer `x-held-body`), and a 200's body replaces the request body and goes on as
+//!   request trailer `x-callout`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -280,7 +281,10 @@ impl Context for Probe {
                 .unwrap_or_default();
             match self.callout_at {
                 Some("body") => self.set_http_request_body(0, self.body_size, body.as_bytes()),
-                Some("trailers") => self.add_http_request_trailer("x-callout", &body),
+                Some("trailers") => {
+                    self.add_http_request_trailer("x-callout", &body);
+                    self.set_http_request_body(0, self.body_size, body.as_bytes());
+                }
                 _ => self.set_http_request_header("x-callout-body", Some(&body)),
             }
             self.resume_http_request();
@@ -339,6 +343,7 @@ impl HttpContext for Probe {
             }
         }
         self.reset = self.get_http_request_header("x-probe-reset");
+        self.body_callout = self.get_http_request_header("x-probe-body-callout");
         if self.reset.as_deref() == Some("headers") {
             self.reset_http_request();
             return Action::Pause;
@@ -457,7 +462,6 @@ impl HttpContext for Probe {
             }
         }
         self.deny_word = self.get_http_request_header("x-probe-body-deny");
-        self.body_callout = self.get_http_request_header("x-probe-body-callout");
         self.body_trailer = self
             .get_http_request_header("x-probe-body-trailer")
             .is_some();
@@ -526,7 +530,10 @@ impl HttpContext for Probe {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.add_http_request_trailer("x-probe-trailer", "request");
         if let Some(path) = self.body_callout.clone() {
-            return self.call_out(&path, None, "trailers");
+            let body = self.get_http_request_body(0, 1 << 20).unwrap_or_default();
+            self.body_size = body.len();
+            self.add_http_request_trailer("x-held-body", &String::from_utf8_lossy(&body));
+            return self.call_out(&path, Some(&body), "trailers");
         }
         Action::Continue
     }
