@@ -158,8 +158,9 @@ impl http_body::Body for EndsRequest {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // Trailers end a body: hyper polls no further after them.
         let ended = match &frame {
-            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
             Some(Err(_)) => false,
             None => true,
         };
@@ -422,5 +423,18 @@ mod tests {
         assert_eq!(filtered.progress(), 1, "it is still watched");
         drain(ends_request(full("abc"), filtered.clone())).await;
         assert!(filtered.ended().is_some());
+
+        // Trailers end it too (hyper polls no further after them).
+        let trailed = Arc::new(BodyWatch::default());
+        let mut body = ends_request(
+            with_trailers(Bytes::from_static(b"abc"), http::HeaderMap::new()),
+            trailed.clone(),
+        );
+        while let Some(frame) = body.frame().await {
+            if frame.expect("frame").is_trailers() {
+                break;
+            }
+        }
+        assert!(trailed.ended().is_some());
     }
 }

@@ -526,7 +526,7 @@ async fn route_and_forward(
             upstream: sent.upstream,
         },
     };
-    let response = respond(
+    let mut response = respond(
         reply,
         streams,
         attributes.as_ref(),
@@ -534,10 +534,22 @@ async fn route_and_forward(
         &route_name,
     )
     .await;
-    if let (Ok(_), Some(downstream), Some(upstream)) =
-        (&response, downstream_upgrade, upstream_upgrade)
-    {
-        splice_upgrade(conn, downstream, upstream, route.idle_timeout);
+    let switching = matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);
+    match (downstream_upgrade, upstream_upgrade) {
+        (Some(downstream), Some(upstream)) if switching => {
+            splice_upgrade(conn, downstream, upstream, route.idle_timeout);
+        }
+        // The client asked to switch protocols and got another answer (the upstream's, or a
+        // filter's in place of the upstream's 101): its connection closes after it, so no
+        // switch is left pending for hyper to make later.
+        (Some(_), _) => {
+            if let Ok(response) = response.as_mut() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
+        _ => {}
     }
     (route_name, response)
 }

@@ -681,6 +681,8 @@ impl Control {
         if changed > 0 || status.last_trigger.as_deref() == Some(trigger) {
             status.last_error = None;
         }
+        // Every TLS file loads now: what a reload said it left as it was is past.
+        status.last_warnings.clear();
         Ok(changed)
     }
 

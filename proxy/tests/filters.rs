@@ -789,6 +789,51 @@ async fn a_filter_holds_the_request_body_for_a_callout() {
     );
 }
 
+/// A filter that answers in place of the upstream's 101 refuses the switch: the client gets
+/// the filter's answer and its connection closes, never a tunnel to the upstream (hyper would
+/// otherwise still hand the socket over once a `close` connection is done).
+#[tokio::test]
+async fn a_filter_answering_instead_of_a_101_leaves_no_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = echo_upgrade_upstream().await;
+    let proxy = Proxy::start(&config_with_chain(upstream, "fail_closed", ""));
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr("main"))
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, close\r\nUpgrade: echo\r\nx-probe-deny-response: 403\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"denied") {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(
+            n > 0,
+            "closed before the answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // Whatever the client sends now goes nowhere: the connection closes, with no echo.
+    let _ = tcp.write_all(b"ping").await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tcp.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("ping"),
+        "tunnelled to the upstream: {rest:?}"
+    );
+}
+
 /// An upstream may answer before it has read the request body, while a filter still holds
 /// that body for a slow callout: the answer goes through the filter's response callbacks as
 /// usual (it cannot wait for the request side's pause to end).

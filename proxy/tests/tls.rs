@@ -379,6 +379,18 @@ async fn rotated_listener_certificates_reach_new_connections() {
                 .is_some_and(|w| w.contains(&server.key)),
         "{status}"
     );
+
+    // Files in order again: they rotate in, and the warning goes.
+    rotate(&pki, &server, "proxy-third", &["proxy.test"]);
+    let third = der_of(&server.cert);
+    let rotated = eventually(Duration::from_secs(20), async || {
+        served(&pki, addr).await.as_deref() == Some(&third[..])
+    })
+    .await;
+    assert!(rotated, "the third certificate is served");
+    let (_, status) = admin_call(admin, "GET", "/config/status", "");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["last_warnings"], serde_json::json!([]), "{status}");
 }
 
 /// An upstream's CA file, rotated on disk, is what the next upstream connection is verified

@@ -624,6 +624,11 @@ impl http_body::Body for BodyFilter {
             }
         }
     }
+
+    // Known once the last frame is out, so the request's end is seen without another poll.
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.waiting.is_none() && self.pending_trailers.is_none()
+    }
 }
 
 /// Tells the forwarding path why a request body stopped (through `answer`), and logs what

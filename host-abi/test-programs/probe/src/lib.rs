@@ -49,6 +49,8 @@
 //! - `x-probe-reset: headers|body|response`: closes the stream (`reset_http_request`, or
 //!   `reset_http_response`) in the request headers, at the end of the request body, or in the
 //!   response headers;
+//! - `x-probe-deny-response: CODE`: answers CODE (body `denied`) from its response headers
+//!   callback, in place of the upstream's answer;
 //! - `x-probe-body-callout: PATH`: buffers the whole request body and, at its end, pauses and
 //!   POSTs it to cluster `backend` at PATH; a 200's body replaces the request body and resumes
 //!   it, anything else answers 403 `denied`. A request with trailers is held in its trailers
@@ -544,6 +546,13 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(code) = self
+            .get_http_request_header("x-probe-deny-response")
+            .and_then(|c| c.parse::<u32>().ok())
+        {
+            self.send_http_response(code, vec![("x-denied-by", "probe")], Some(b"denied"));
+            return Action::Pause;
+        }
         if self.reset.as_deref() == Some("response") {
             self.reset_http_response();
             return Action::Continue;
