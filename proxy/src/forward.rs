@@ -66,6 +66,61 @@ pub struct ConnectionInfo {
     /// An upgraded exchange to relay once the HTTP/1.1 connection has handed its socket
     /// over (see [`ConnectionInfo::take_upgraded`]).
     upgraded: std::sync::Mutex<Option<Splice>>,
+    /// An HTTP/2 connection's streams in flight, for its idle timeout.
+    pub streams: StreamActivity,
+}
+
+/// How many HTTP/2 streams a connection has in flight (from the request until its response
+/// body is done), and when the last one ended: the connection is idle while it has none, as
+/// Envoy counts idleness.
+#[derive(Debug)]
+pub struct StreamActivity {
+    active: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `opened` to the end of the last stream.
+    last_end: std::sync::atomic::AtomicU64,
+    opened: tokio::time::Instant,
+}
+
+impl StreamActivity {
+    fn new() -> StreamActivity {
+        StreamActivity {
+            active: std::sync::atomic::AtomicUsize::new(0),
+            last_end: std::sync::atomic::AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Since when the connection has had no stream in flight; `None` while it has one.
+    pub fn idle_since(&self) -> Option<tokio::time::Instant> {
+        use std::sync::atomic::Ordering;
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.last_end.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_millis(ms))
+    }
+}
+
+/// One stream in flight on an HTTP/2 connection (see [`StreamActivity`]); it ends on drop.
+pub(crate) struct ActiveStream(Arc<ConnectionInfo>);
+
+impl ActiveStream {
+    pub(crate) fn start(conn: &Arc<ConnectionInfo>) -> ActiveStream {
+        conn.streams
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ActiveStream(conn.clone())
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let streams = &self.0.streams;
+        let ms = streams.opened.elapsed().as_millis() as u64;
+        streams.last_end.fetch_max(ms, Ordering::AcqRel);
+        streams.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The bytes of an upgraded exchange, relayed both ways until it ends.
@@ -81,6 +136,7 @@ impl ConnectionInfo {
             tls,
             client_ip,
             upgraded: std::sync::Mutex::new(None),
+            streams: StreamActivity::new(),
         }
     }
 
@@ -112,6 +168,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Answer {
     let start = Instant::now();
+    // HTTP/2 counts its streams for the connection's idle timeout (HTTP/1.1 has hyper's
+    // header read timeout between requests).
+    let active = (req.version() == Version::HTTP_2).then(|| ActiveStream::start(&conn));
     // A request keeps the snapshot it started with, whatever reloads happen meanwhile.
     let snapshot = listener.snapshot.load_full();
     let (route_name, response, permit) = match listener.requests.clone().try_acquire_owned() {
@@ -132,7 +191,7 @@ pub async fn handle(
     // The listener's in-flight slot, and the snapshot, are held until the response body is
     // done: the snapshot's last user is then the control plane's reaper, never a request, so
     // retiring its filters never stalls a worker.
-    let response = hold_until_done(response, (permit, snapshot));
+    let response = hold_until_done(response, (permit, snapshot, active));
     listener
         .metrics
         .record(&route_name, response.status().as_u16(), start.elapsed());

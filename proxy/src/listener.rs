@@ -299,7 +299,7 @@ where
     let info = Arc::new(info);
     let conn = info.clone();
     let service = service_fn(move |req| forward::handle(context.clone(), conn.clone(), req));
-    let io = Deadlines::new(io, cfg.header_read_timeout, cfg.idle_timeout);
+    let io = Deadlines::new(io, cfg.header_read_timeout, cfg.idle_timeout, info.clone());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let served = watcher.watch(connection.into_owned()).await;
     // An upgraded exchange (a WebSocket, say) is relayed here, in the connection's task, so
@@ -323,9 +323,9 @@ where
 ///   finishes a TLS handshake) and then stays silent, or stops partway through the preface,
 ///   would otherwise hold its connection, and one of the listener's `max_connections` slots,
 ///   forever.
-/// - Idle (HTTP/2): once open, an HTTP/2 connection with no bytes either way for the
-///   listener's `idle_timeout` is closed, as Envoy closes idle connections. Between HTTP/1.1
-///   requests hyper's header read timeout does this job.
+/// - Idle (HTTP/2): once open, an HTTP/2 connection with no stream in flight for the
+///   listener's `idle_timeout` is closed, as Envoy closes idle connections (PINGs do not keep
+///   it open). Between HTTP/1.1 requests hyper's header read timeout does this job.
 struct Deadlines<IO> {
     io: IO,
     /// The opening deadline, then (HTTP/2) the idle one; `None` when neither applies.
@@ -334,8 +334,10 @@ struct Deadlines<IO> {
     opening: bool,
     /// The listener's `idle_timeout` (zero: none).
     idle_limit: Duration,
-    /// Once an HTTP/2 connection has opened: when bytes last moved either way.
-    last_moved: Option<tokio::time::Instant>,
+    /// An HTTP/2 connection that has opened: its idle deadline runs.
+    watching_idle: bool,
+    /// Its streams in flight ([`forward::StreamActivity`]).
+    conn: Arc<ConnectionInfo>,
     /// Bytes read so far, while they are the start of HTTP/2's preface.
     preface: usize,
     /// The length field of the SETTINGS frame after the fixed octets, as it arrives.
@@ -348,13 +350,19 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 
 impl<IO> Deadlines<IO> {
-    fn new(io: IO, opening_limit: Duration, idle_limit: Duration) -> Self {
+    fn new(
+        io: IO,
+        opening_limit: Duration,
+        idle_limit: Duration,
+        conn: Arc<ConnectionInfo>,
+    ) -> Self {
         Deadlines {
             io,
             timer: Some(Box::pin(tokio::time::sleep(opening_limit))),
             opening: true,
             idle_limit,
-            last_moved: None,
+            watching_idle: false,
+            conn,
             preface: 0,
             settings_length: [0; 3],
         }
@@ -395,36 +403,41 @@ impl<IO> Deadlines<IO> {
             self.timer = None;
             return;
         }
-        let now = tokio::time::Instant::now();
-        self.last_moved = Some(now);
+        self.watching_idle = true;
+        let due = tokio::time::Instant::now() + self.idle_limit;
         if let Some(timer) = self.timer.as_mut() {
-            timer.as_mut().reset(now + self.idle_limit);
+            timer.as_mut().reset(due);
         }
     }
 
-    /// Bytes moved (`n` of them): an open HTTP/2 connection is not idle.
-    fn moved(&mut self, n: usize) {
-        if n > 0
-            && let Some(last) = self.last_moved.as_mut()
-        {
-            *last = tokio::time::Instant::now();
+    /// A write that cannot go on now (the peer is not reading): the connection closes
+    /// instead if a deadline has passed.
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.expired(cx) {
+            Some(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why))),
+            None => Poll::Pending,
         }
     }
 
     /// Why the connection must close now, if a deadline has passed; otherwise the timer is
-    /// (re)armed to wake `cx`.
+    /// (re)armed to wake `cx`. Streams only note their ends; the deadline is worked out here,
+    /// when the timer fires, so a busy connection costs no timer work per request.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
         loop {
             let timer = self.timer.as_mut()?;
             if timer.as_mut().poll(cx).is_pending() {
                 return None;
             }
-            let Some(last) = self.last_moved else {
+            if !self.watching_idle {
                 return Some("no request within header_read_timeout");
+            }
+            let now = tokio::time::Instant::now();
+            let due = match self.conn.streams.idle_since() {
+                Some(since) => since + self.idle_limit,
+                // Streams in flight: not idle; look again a whole limit later.
+                None => now + self.idle_limit,
             };
-            // Bytes moved since the timer was set: idle only from then on.
-            let due = last + self.idle_limit;
-            if due <= tokio::time::Instant::now() {
+            if due <= now {
                 return Some("HTTP/2 connection idle for idle_timeout");
             }
             timer.as_mut().reset(due);
@@ -444,8 +457,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Deadlines<IO> {
             Poll::Ready(Ok(())) => {
                 if this.opening {
                     this.saw(&buf.filled()[before..]);
-                } else {
-                    this.moved(buf.filled().len() - before);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -464,11 +475,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            self.moved(n);
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            // A peer that stops reading must not keep an idle connection open either.
+            Poll::Pending => this.pending_write(cx),
+            ready => ready,
         }
-        written
     }
 
     fn poll_write_vectored(
@@ -476,11 +488,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written {
-            self.moved(n);
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.pending_write(cx),
+            ready => ready,
         }
-        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -488,7 +500,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending => this.pending_write(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -500,8 +516,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
 mod tests {
     use super::*;
 
+    fn conn() -> Arc<ConnectionInfo> {
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        Arc::new(ConnectionInfo::new(addr, addr, None))
+    }
+
     fn opened(reads: &[&[u8]]) -> bool {
-        let mut deadlines = Deadlines::new((), Duration::from_secs(60), Duration::from_secs(60));
+        let minute = Duration::from_secs(60);
+        let mut deadlines = Deadlines::new((), minute, minute, conn());
         for read in reads {
             deadlines.saw(read);
         }
@@ -535,15 +557,17 @@ mod tests {
         );
     }
 
-    /// An HTTP/2 connection closes once no byte has moved either way for the idle limit, counted
-    /// from the last one (time is paused: the runtime jumps to each deadline); an HTTP/1 one is
-    /// left to hyper's header read timeout.
+    /// An HTTP/2 connection closes once it has had no stream in flight for the idle limit,
+    /// counted from the last stream's end (time is paused: the runtime jumps to each
+    /// deadline), however long a stream lasted; an HTTP/1 one is left to hyper's header read
+    /// timeout.
     #[tokio::test(start_paused = true)]
     async fn an_open_http2_connection_closes_after_its_idle_limit() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let idle = Duration::from_secs(60);
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle);
+        let info = conn();
+        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle, info.clone());
         let empty_settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
         let opening = [H2_PREFACE, &empty_settings].concat();
         client.write_all(&opening).await.expect("write");
@@ -552,20 +576,22 @@ mod tests {
         assert_eq!(n, opening.len());
         assert!(!conn.opening);
 
+        // A stream in flight for three limits, with nothing moving: the connection stays.
         tokio::time::advance(Duration::from_secs(50)).await;
+        let stream = crate::forward::ActiveStream::start(&info);
+        let quiet = tokio::time::timeout(idle * 3, conn.read(&mut buf)).await;
+        assert!(quiet.is_err(), "closed with a stream in flight: {quiet:?}");
+        drop(stream);
+        let ended = tokio::time::Instant::now();
+        // Bytes (a PING, say) do not make it busy.
         client.write_all(b"x").await.expect("write");
         assert_eq!(conn.read(&mut buf).await.expect("a byte"), 1);
-        let last = tokio::time::Instant::now();
-        conn.write_all(b"y").await.expect("write");
-        let wrote = tokio::time::Instant::now();
-        assert_eq!(wrote, last, "no time passes here");
-        tokio::time::advance(Duration::from_secs(50)).await;
         let err = conn.read(&mut buf).await.expect_err("closed when idle");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(tokio::time::Instant::now() - last, idle);
+        assert_eq!(tokio::time::Instant::now() - ended, idle);
 
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle);
+        let mut conn = Deadlines::new(server, Duration::from_secs(10), idle, self::conn());
         client
             .write_all(b"GET / HTTP/1.1\r\n")
             .await

@@ -117,9 +117,8 @@ pub struct Listener {
     /// An HTTP/1 client must send its complete request head within this time.
     #[serde(default = "defaults::header_read_timeout", with = "duration")]
     pub header_read_timeout: Duration,
-    /// An HTTP/2 connection with no bytes either way for this long is closed (Envoy's
-    /// `idle_timeout`, with its default; zero: never). Keep it above the routes'
-    /// `idle_timeout`, which bounds a quiet stream. Between HTTP/1.1 requests,
+    /// An HTTP/2 connection with no stream in flight for this long is closed (Envoy's
+    /// `idle_timeout`, with its default; zero: never). Between HTTP/1.1 requests,
     /// `header_read_timeout` bounds a quiet connection.
     #[serde(default = "defaults::listener_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
