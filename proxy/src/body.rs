@@ -46,6 +46,8 @@ pub struct BodyWatch {
     waker: futures_util::task::AtomicWaker,
     /// Frames read so far: whether an unfinished body is still moving.
     frames: std::sync::atomic::AtomicU64,
+    /// The client has sent the whole body (filters may still hold it: see `ended`).
+    received: AtomicBool,
     /// The body went past the listener's `max_request_body_bytes` (and was cut off there).
     pub too_large: AtomicBool,
     /// The body failed on the downstream side: malformed, cut off, too large, or silent.
@@ -72,6 +74,11 @@ impl BodyWatch {
         if self.ended.set(tokio::time::Instant::now()).is_ok() {
             self.waker.wake();
         }
+    }
+
+    /// Whether the client has sent the whole body, whether or not filters still hold it.
+    pub fn received(&self) -> bool {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// How many frames of the body went through so far.
@@ -197,8 +204,11 @@ impl http_body::Body for Watched {
         match &frame {
             Some(Ok(frame)) => {
                 this.watch.frames.fetch_add(1, Ordering::Relaxed);
-                if *this.marks_end && this.inner.is_end_stream() {
-                    this.watch.end();
+                if this.inner.is_end_stream() {
+                    this.watch.received.store(true, Ordering::Relaxed);
+                    if *this.marks_end {
+                        this.watch.end();
+                    }
                 }
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
                     match left.checked_sub(data.len() as u64) {
@@ -219,8 +229,12 @@ impl http_body::Body for Watched {
                 }
                 this.watch.failed.store(true, Ordering::Relaxed);
             }
-            None if *this.marks_end => this.watch.end(),
-            None => {}
+            None => {
+                this.watch.received.store(true, Ordering::Relaxed);
+                if *this.marks_end {
+                    this.watch.end();
+                }
+            }
         }
         Poll::Ready(frame)
     }
@@ -228,8 +242,11 @@ impl http_body::Body for Watched {
     // hyper stops polling a body that says it has ended (its length reached).
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
-        if end && self.marks_end {
-            self.watch.end();
+        if end {
+            self.watch.received.store(true, Ordering::Relaxed);
+            if self.marks_end {
+                self.watch.end();
+            }
         }
         end
     }

@@ -1052,7 +1052,10 @@ impl<F: Future> Future for AfterRequest<'_, F> {
         loop {
             std::task::ready!(this.timer.as_mut().poll(cx));
             let now = this.watch.progress();
-            if *this.armed || now == *this.progress {
+            // A body the client has sent whole but filters still hold (a callout deciding on
+            // it) is not a stalled upload: the filters' pause limit bounds that wait, and the
+            // clock starts when they let it go.
+            if *this.armed || (now == *this.progress && !this.watch.received()) {
                 return Poll::Ready(None);
             }
             *this.progress = now;
@@ -1734,6 +1737,35 @@ fn assert_send(l: Arc<ListenerContext>, c: Arc<ConnectionInfo>, r: Request<Incom
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request body the client has sent whole but filters still hold (a callout deciding on
+    /// it) does not run out the request's timer (route or per try); the timer runs from when
+    /// the filters let the body go. Time is paused: the runtime jumps to each deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_held_by_filters_does_not_run_out_the_request_timer() {
+        let watch = Arc::new(body::BodyWatch::default());
+        body::watched_before_filters(body::full("abc"), None, watch.clone())
+            .collect()
+            .await
+            .expect("body");
+        assert!(watch.received() && watch.ended().is_none());
+        let limit = Duration::from_secs(1);
+        let waiting = after_request(std::future::pending::<()>(), limit, None, &watch);
+        let mut waiting = std::pin::pin!(waiting);
+        let held = tokio::time::timeout(limit * 30, waiting.as_mut()).await;
+        assert!(held.is_err(), "timed out while the filters held the body");
+        let released = tokio::time::Instant::now();
+        body::ends_request(body::empty(), watch.clone())
+            .collect()
+            .await
+            .expect("body");
+        assert_eq!(
+            waiting.await,
+            None,
+            "the timer runs once the body is let go"
+        );
+        assert_eq!(tokio::time::Instant::now() - released, limit);
+    }
 
     fn policy(retry_on: Vec<RetryOn>) -> RetryPolicy {
         RetryPolicy {
