@@ -46,8 +46,8 @@ pub struct BodyWatch {
     waker: futures_util::task::AtomicWaker,
     /// Frames read so far: whether an unfinished body is still moving.
     frames: std::sync::atomic::AtomicU64,
-    /// The client has sent the whole body (filters may still hold it: see `ended`).
-    received: AtomicBool,
+    /// A filter holds the body, paused (waiting for a callout's answer, say).
+    held: AtomicBool,
     /// The body went past the listener's `max_request_body_bytes` (and was cut off there).
     pub too_large: AtomicBool,
     /// The body failed on the downstream side: malformed, cut off, too large, or silent.
@@ -76,9 +76,15 @@ impl BodyWatch {
         }
     }
 
-    /// Whether the client has sent the whole body, whether or not filters still hold it.
-    pub fn received(&self) -> bool {
-        self.received.load(Ordering::Relaxed)
+    /// Whether a filter holds the body paused now: the wait is the filter's (bounded by its
+    /// pause limit), not a stalled upload.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a filter holds the body paused, or has let it go.
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
     }
 
     /// How many frames of the body went through so far.
@@ -204,11 +210,10 @@ impl http_body::Body for Watched {
         match &frame {
             Some(Ok(frame)) => {
                 this.watch.frames.fetch_add(1, Ordering::Relaxed);
-                if this.inner.is_end_stream() {
-                    this.watch.received.store(true, Ordering::Relaxed);
-                    if *this.marks_end {
-                        this.watch.end();
-                    }
+                // Trailers end a body too (an HTTP/1.1 chunked body never says it has ended,
+                // and its reader polls no further after them).
+                if *this.marks_end && (frame.is_trailers() || this.inner.is_end_stream()) {
+                    this.watch.end();
                 }
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
                     match left.checked_sub(data.len() as u64) {
@@ -229,12 +234,8 @@ impl http_body::Body for Watched {
                 }
                 this.watch.failed.store(true, Ordering::Relaxed);
             }
-            None => {
-                this.watch.received.store(true, Ordering::Relaxed);
-                if *this.marks_end {
-                    this.watch.end();
-                }
-            }
+            None if *this.marks_end => this.watch.end(),
+            None => {}
         }
         Poll::Ready(frame)
     }
@@ -242,11 +243,8 @@ impl http_body::Body for Watched {
     // hyper stops polling a body that says it has ended (its length reached).
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
-        if end {
-            self.watch.received.store(true, Ordering::Relaxed);
-            if self.marks_end {
-                self.watch.end();
-            }
+        if end && self.marks_end {
+            self.watch.end();
         }
         end
     }

@@ -102,9 +102,16 @@ impl StreamActivity {
 }
 
 /// One stream in flight on an HTTP/2 connection (see [`StreamActivity`]); it ends on drop.
-pub(crate) struct ActiveStream(Arc<ConnectionInfo>);
+pub struct ActiveStream(Arc<ConnectionInfo>);
 
 impl ActiveStream {
+    /// The stream of `req` if it came over HTTP/2 (HTTP/1.1 has hyper's header read timeout
+    /// between requests instead). Taken when hyper hands the request over, before its task
+    /// first runs, so a connection is never seen idle with a request just accepted.
+    pub fn for_request<B>(conn: &Arc<ConnectionInfo>, req: &Request<B>) -> Option<ActiveStream> {
+        (req.version() == Version::HTTP_2).then(|| ActiveStream::start(conn))
+    }
+
     pub(crate) fn start(conn: &Arc<ConnectionInfo>) -> ActiveStream {
         conn.streams
             .active
@@ -162,15 +169,15 @@ type Answer = Result<Response<ProxyBody>, StreamReset>;
 
 /// Handles one request. Errors become local replies; the one `Err` is a filter's
 /// [`StreamReset`].
+/// `active` is the request's stream on an HTTP/2 connection, counted from when hyper took it
+/// ([`ActiveStream::for_request`]) until the response body is done.
 pub async fn handle(
     listener: Arc<ListenerContext>,
     conn: Arc<ConnectionInfo>,
     req: Request<Incoming>,
+    active: Option<ActiveStream>,
 ) -> Answer {
     let start = Instant::now();
-    // HTTP/2 counts its streams for the connection's idle timeout (HTTP/1.1 has hyper's
-    // header read timeout between requests).
-    let active = (req.version() == Version::HTTP_2).then(|| ActiveStream::start(&conn));
     // A request keeps the snapshot it started with, whatever reloads happen meanwhile.
     let snapshot = listener.snapshot.load_full();
     let (route_name, response, permit) = match listener.requests.clone().try_acquire_owned() {
@@ -466,6 +473,7 @@ async fn route_and_forward(
             body_limits(listener, route),
             attributes.clone(),
             answered.clone(),
+            Some(watch.clone()),
         );
         body::ends_request(filtered, watch.clone())
     };
@@ -1052,10 +1060,10 @@ impl<F: Future> Future for AfterRequest<'_, F> {
         loop {
             std::task::ready!(this.timer.as_mut().poll(cx));
             let now = this.watch.progress();
-            // A body the client has sent whole but filters still hold (a callout deciding on
-            // it) is not a stalled upload: the filters' pause limit bounds that wait, and the
-            // clock starts when they let it go.
-            if *this.armed || (now == *this.progress && !this.watch.received()) {
+            // A body a filter holds paused (a callout deciding on it) is not a stalled upload:
+            // the filter's pause limit bounds that wait, and the clock starts when the body
+            // is let go.
+            if *this.armed || (now == *this.progress && !this.watch.held()) {
                 return Poll::Ready(None);
             }
             *this.progress = now;
@@ -1551,7 +1559,7 @@ async fn respond(
                 let (streams, attributes) = (streams.clone(), attributes.cloned());
                 response = response.map(|b| {
                     let direction = filter::Direction::Response;
-                    filter::filter_body(b, streams, direction, limits, attributes, None)
+                    filter::filter_body(b, streams, direction, limits, attributes, None, None)
                 });
             }
         }
@@ -1730,7 +1738,7 @@ fn overloaded(reason: &'static str) -> Response<ProxyBody> {
 #[allow(dead_code)]
 fn assert_send(l: Arc<ListenerContext>, c: Arc<ConnectionInfo>, r: Request<Incoming>) {
     fn is_send<T: Send>(_: &T) {}
-    let f = handle(l, c, r);
+    let f = handle(l, c, r, None);
     is_send(&f);
 }
 
@@ -1738,9 +1746,10 @@ fn assert_send(l: Arc<ListenerContext>, c: Arc<ConnectionInfo>, r: Request<Incom
 mod tests {
     use super::*;
 
-    /// A request body the client has sent whole but filters still hold (a callout deciding on
-    /// it) does not run out the request's timer (route or per try); the timer runs from when
-    /// the filters let the body go. Time is paused: the runtime jumps to each deadline.
+    /// A request body a filter holds paused (a callout deciding on it) does not run out the
+    /// request's timer (route or per try); the timer runs from when the body is let go, and a
+    /// body nobody holds that stops moving still times out. Time is paused: the runtime jumps
+    /// to each deadline.
     #[tokio::test(start_paused = true)]
     async fn a_body_held_by_filters_does_not_run_out_the_request_timer() {
         let watch = Arc::new(body::BodyWatch::default());
@@ -1748,23 +1757,33 @@ mod tests {
             .collect()
             .await
             .expect("body");
-        assert!(watch.received() && watch.ended().is_none());
+        assert!(watch.ended().is_none());
+        watch.set_held(true);
         let limit = Duration::from_secs(1);
         let waiting = after_request(std::future::pending::<()>(), limit, None, &watch);
         let mut waiting = std::pin::pin!(waiting);
         let held = tokio::time::timeout(limit * 30, waiting.as_mut()).await;
         assert!(held.is_err(), "timed out while the filters held the body");
         let released = tokio::time::Instant::now();
+        watch.set_held(false);
         body::ends_request(body::empty(), watch.clone())
             .collect()
             .await
             .expect("body");
-        assert_eq!(
-            waiting.await,
-            None,
-            "the timer runs once the body is let go"
-        );
+        let timed_out = waiting.await;
+        assert_eq!(timed_out, None, "the timer runs once the body is let go");
         assert_eq!(tokio::time::Instant::now() - released, limit);
+
+        // Not held, never ended (the upstream stopped reading before the trailers, say): the
+        // stall check still ends the wait.
+        let watch = Arc::new(body::BodyWatch::default());
+        body::watched_before_filters(body::full("abc"), None, watch.clone())
+            .collect()
+            .await
+            .expect("body");
+        let stalled = after_request(std::future::pending::<()>(), limit, None, &watch);
+        let stalled = tokio::time::timeout(limit * 30, stalled).await;
+        assert_eq!(stalled, Ok(None), "a body nobody holds times out");
     }
 
     fn policy(retry_on: Vec<RetryOn>) -> RetryPolicy {

@@ -298,7 +298,10 @@ where
     let context = running.context.clone();
     let info = Arc::new(info);
     let conn = info.clone();
-    let service = service_fn(move |req| forward::handle(context.clone(), conn.clone(), req));
+    let service = service_fn(move |req| {
+        let active = forward::ActiveStream::for_request(&conn, &req);
+        forward::handle(context.clone(), conn.clone(), req, active)
+    });
     let io = Deadlines::new(io, cfg.header_read_timeout, cfg.idle_timeout, info.clone());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let served = watcher.watch(connection.into_owned()).await;

@@ -77,6 +77,8 @@ pub enum Interrupt {
 }
 
 /// Runs `body` through the filters of `streams` (in chain order; reversed here for responses).
+/// A request body's `watch` is told while a filter holds it paused, so the request's timers
+/// do not take that wait for a stalled upload.
 pub fn filter_body(
     body: crate::body::ProxyBody,
     streams: Vec<SharedStream>,
@@ -84,6 +86,7 @@ pub fn filter_body(
     limits: BodyLimits,
     attributes: Option<Arc<RequestAttributes>>,
     answer: Option<Answer>,
+    watch: Option<Arc<crate::body::BodyWatch>>,
 ) -> crate::body::ProxyBody {
     use http_body_util::BodyExt;
     let mut streams = streams;
@@ -104,6 +107,7 @@ pub fn filter_body(
         waiting: None,
         attributes,
         answer,
+        watch,
         pending_trailers: None,
     }
     .boxed_unsync()
@@ -120,6 +124,7 @@ pin_project_lite::pin_project! {
         // Where the body's size is counted (`request.size`, `response.size`).
         attributes: Option<Arc<RequestAttributes>>,
         answer: Option<Answer>,
+        watch: Option<Arc<crate::body::BodyWatch>>,
         // Trailers already through the filters, sent after the last data frame.
         pending_trailers: Option<HeaderMap>,
     }
@@ -551,6 +556,9 @@ impl http_body::Body for BodyFilter {
                 let Some(Waiting { index, at, .. }) = this.waiting.take() else {
                     continue;
                 };
+                if let Some(watch) = this.watch.as_ref() {
+                    watch.set_held(false);
+                }
                 this.filters.resume(index, at, resumed, attributes)
             } else {
                 if *this.finished {
@@ -597,6 +605,9 @@ impl http_body::Body for BodyFilter {
                     let stream = &this.filters.streams[index];
                     let resumed = Box::pin(resumption(stream, this.filters.limits.pause));
                     *this.waiting = Some(Waiting { index, at, resumed });
+                    if let Some(watch) = this.watch.as_ref() {
+                        watch.set_held(true);
+                    }
                     continue;
                 }
                 Err(stop) => {
