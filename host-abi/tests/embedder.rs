@@ -56,17 +56,28 @@ fn header(map: &[(String, Vec<u8>)], name: &str) -> Option<String> {
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
-#[test]
-fn an_embedder_drives_logs_time_ticks_queues_and_callouts() {
+/// The probe on one replica of a host whose services are a [`Recorder`], with `configure`
+/// applied to its plugin configuration.
+fn probe(
+    configure: impl FnOnce(&mut PluginConfig),
+) -> (Arc<Host>, Arc<Recorder>, Arc<wasmesh_host::Plugin>) {
     let host = Host::new(HostConfig::default()).expect("host");
     let services = Arc::new(Recorder::default());
     host.set_services(services.clone());
     let wasm = std::fs::read(wasmesh_test_programs::PROBE_WASM).expect("probe built");
     let mut config = PluginConfig::new("probe");
-    config.plugin_config = b"tick".to_vec();
-    config.vm_id = "probe-vm".into();
     config.replicas = 1;
+    configure(&mut config);
     let plugin = host.load_plugin(config, &wasm).expect("load");
+    (host, services, plugin)
+}
+
+#[test]
+fn an_embedder_drives_logs_time_ticks_queues_and_callouts() {
+    let (host, services, plugin) = probe(|config| {
+        config.plugin_config = b"tick".to_vec();
+        config.vm_id = "probe-vm".into();
+    });
 
     // Logs: stdout from on_configure, proxy_log from a request.
     let mut s = plugin.http_stream(Arc::new(NoEnv)).expect("stream");
@@ -130,12 +141,7 @@ fn an_embedder_drives_logs_time_ticks_queues_and_callouts() {
         Some("/auth".into())
     );
     assert_eq!(s.resume_count(), 0);
-    let done = services.callouts.lock().expect("lock").pop().expect("one");
-    done.complete_now(Some(CalloutResponse {
-        headers: vec![(":status".into(), b"200".to_vec())],
-        body: b"ok".to_vec(),
-        trailers: Vec::new(),
-    }));
+    answer(&services, b"ok");
     assert_eq!(s.resume_count(), 1);
     assert_eq!(
         s.peek(|d| header(&d.request_headers, "x-callout-body")),
@@ -165,13 +171,7 @@ fn answer(services: &Recorder, body: &[u8]) {
 /// and a body paused at its end stays with the VM, where the callout's answer edits it.
 #[test]
 fn a_pause_ends_with_a_resumption_after_it_not_an_earlier_one() {
-    let host = Host::new(HostConfig::default()).expect("host");
-    let services = Arc::new(Recorder::default());
-    host.set_services(services.clone());
-    let wasm = std::fs::read(wasmesh_test_programs::PROBE_WASM).expect("probe built");
-    let mut config = PluginConfig::new("probe");
-    config.replicas = 1;
-    let plugin = host.load_plugin(config, &wasm).expect("load");
+    let (_host, services, plugin) = probe(|_| {});
     let mut s = plugin.http_stream(Arc::new(NoEnv)).expect("stream");
     s.data.request_headers = vec![
         (":path".into(), b"/".to_vec()),

@@ -171,13 +171,7 @@ impl http_body::Body for EndsRequest {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
-        // Trailers end a body: hyper polls no further after them.
-        let ended = match &frame {
-            Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
-            Some(Err(_)) => false,
-            None => true,
-        };
-        if ended {
+        if ends_body(&frame, this.inner.is_end_stream()) {
             this.watch.end();
         }
         Poll::Ready(frame)
@@ -197,6 +191,17 @@ impl http_body::Body for EndsRequest {
     }
 }
 
+/// Whether `frame`, just read from a body whose `is_end_stream` now says `inner_ended`, ends
+/// it. Trailers do: an HTTP/1.1 chunked body never says it has ended, and its reader polls no
+/// further after them.
+fn ends_body(frame: &Option<Result<http_body::Frame<Bytes>, BoxError>>, inner_ended: bool) -> bool {
+    match frame {
+        Some(Ok(frame)) => frame.is_trailers() || inner_ended,
+        Some(Err(_)) => false,
+        None => true,
+    }
+}
+
 impl http_body::Body for Watched {
     type Data = Bytes;
     type Error = BoxError;
@@ -207,14 +212,12 @@ impl http_body::Body for Watched {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        if *this.marks_end && ends_body(&frame, this.inner.is_end_stream()) {
+            this.watch.end();
+        }
         match &frame {
             Some(Ok(frame)) => {
                 this.watch.frames.fetch_add(1, Ordering::Relaxed);
-                // Trailers end a body too (an HTTP/1.1 chunked body never says it has ended,
-                // and its reader polls no further after them).
-                if *this.marks_end && (frame.is_trailers() || this.inner.is_end_stream()) {
-                    this.watch.end();
-                }
                 if let (Some(left), Some(data)) = (this.left.as_mut(), frame.data_ref()) {
                     match left.checked_sub(data.len() as u64) {
                         Some(rest) => *left = rest,
@@ -234,7 +237,6 @@ impl http_body::Body for Watched {
                 }
                 this.watch.failed.store(true, Ordering::Relaxed);
             }
-            None if *this.marks_end => this.watch.end(),
             None => {}
         }
         Poll::Ready(frame)

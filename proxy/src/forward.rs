@@ -310,7 +310,7 @@ async fn route_and_forward(
             &parts.headers,
         );
         let end_of_stream = incoming.is_end_stream();
-        match filter::request_headers(
+        let phase = filter::request_headers(
             &chain,
             &env,
             &mut pairs,
@@ -319,42 +319,28 @@ async fn route_and_forward(
             &mut streams,
             &mut bystanders,
         )
-        .await
-        {
-            Phase::Continue => {}
-            Phase::Respond(local) => {
-                env.keep_request_headers(pairs);
-                let local = Reply::local(local_response(local));
-                let response = respond(
-                    local,
-                    streams,
-                    Some(&env),
-                    body_limits(listener, route),
-                    &route.name,
-                )
-                .await
-                .map(|r| hold_until_done(r, bystanders));
-                return (route.name.clone(), response);
-            }
+        .await;
+        // A filter answered, or failed closed: that answer goes back through the filters
+        // that saw the request.
+        let refused = match phase {
+            Phase::Continue => None,
+            Phase::Respond(local) => Some(Reply::local(local_response(local))),
             Phase::Failed(message) => {
-                env.keep_request_headers(pairs);
                 tracing::warn!(route = %route.name, error = %message, "filter failed; answering 503 (fail_closed)");
-                let failed = Reply::local(filter_failed());
-                let response = respond(
-                    failed,
-                    streams,
-                    Some(&env),
-                    body_limits(listener, route),
-                    &route.name,
-                )
-                .await
-                .map(|r| hold_until_done(r, bystanders));
-                return (route.name.clone(), response);
+                Some(Reply::local(filter_failed()))
             }
             Phase::Reset => {
                 env.keep_request_headers(pairs);
                 return (route.name.clone(), Err(StreamReset));
             }
+        };
+        if let Some(reply) = refused {
+            env.keep_request_headers(pairs);
+            let limits = body_limits(listener, route);
+            let response = respond(reply, streams, Some(&env), limits, &route.name)
+                .await
+                .map(|r| hold_until_done(r, bystanders));
+            return (route.name.clone(), response);
         }
         let pseudo = filter::apply_request_pairs(&pairs, &mut parts.headers);
         // Parsed again only if a filter changed them.

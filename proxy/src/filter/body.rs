@@ -286,7 +286,14 @@ pub(crate) fn buffer_exceeded(plugin: &str) {
 
 /// What filter `index` held, followed by `data`: it flows on in that order.
 fn release(buffers: &mut [Vec<u8>], index: usize, data: Vec<u8>) -> Vec<u8> {
-    let mut held = std::mem::take(&mut buffers[index]);
+    joined(std::mem::take(&mut buffers[index]), data)
+}
+
+/// `held` followed by `data`, without copying when nothing was held (the common case).
+fn joined(mut held: Vec<u8>, data: Vec<u8>) -> Vec<u8> {
+    if held.is_empty() {
+        return data;
+    }
     held.extend_from_slice(&data);
     held
 }
@@ -345,7 +352,7 @@ impl Filters {
                     let pairs = take_trailers(&mut s, self.direction);
                     (pairs, take_body(&mut s, self.direction))
                 };
-                self.trailers_from(index + 1, [held, data].concat(), pairs, attributes)
+                self.trailers_from(index + 1, joined(held, data), pairs, attributes)
             }
         }
     }
@@ -485,7 +492,7 @@ impl Filters {
                 failed(&s, failure, i, bypass)?;
             }
             // What this filter held flows on, ahead of anything behind it.
-            data = [held, data].concat();
+            data = joined(held, data);
         }
         Ok(Pass::Through((data, pairs)))
     }
